@@ -1,0 +1,75 @@
+"""The cluster cache: one store per watched resource, the indexes the event handlers and reconcilers
+use, and the project index (project namespace -> Project). Pure data; the informers fill it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from reconciler.kube.store import Store, by_controller_uid, by_namespace, by_uid
+from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
+
+NAMESPACE = "namespace"
+CONTROLLER_UID = "controller-uid"
+UID = "uid"
+SERVICE_BACKEND_REF = "service-backend-ref"
+"""HTTPRoutes by "<namespace>/<service>" of the Service backendRefs in their own namespace, and by the
+Service a Backend backendRef was derived from (`<service>-backend`), so Service and Backend events reach
+the routes that wait on them without a scan."""
+PROJECT_NAMESPACE = "project-namespace"
+
+BACKEND_SUFFIX = "-backend"
+
+
+def route_service_refs(route: HTTPRoute) -> Iterable[str]:
+    ns = route.meta.namespace
+    seen: set[str] = set()
+    for ref in route.backend_refs():
+        if ref.namespace not in (None, ns):
+            continue
+        if ref.group == "" and ref.kind == "Service":
+            seen.add(f"{ns}/{ref.name}")
+        elif ref.kind == "Backend" and ref.name.endswith(BACKEND_SUFFIX):
+            seen.add(f"{ns}/{ref.name[: -len(BACKEND_SUFFIX)]}")
+    return seen
+
+
+def project_namespace(project: Project) -> Iterable[str]:
+    return (project.project_namespace,)
+
+
+class ClusterCache:
+    """Implements `reconciler.reconcile.snapshot.Snapshot` over the informers' stores."""
+
+    def __init__(self) -> None:
+        self.services: Store[Service] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
+        self.backends: Store[Backend] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
+        self.routes: Store[HTTPRoute] = Store(
+            {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SERVICE_BACKEND_REF: route_service_refs}
+        )
+        self.challenges: Store[Challenge] = Store({NAMESPACE: by_namespace, UID: by_uid})
+        self.projects: Store[Project] = Store({PROJECT_NAMESPACE: project_namespace})
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return self.services.get((namespace, name))
+
+    def services_in(self, namespace: str) -> Sequence[Service]:
+        return self.services.by_index(NAMESPACE, namespace)
+
+    def backend(self, namespace: str, name: str) -> Backend | None:
+        return self.backends.get((namespace, name))
+
+    def route(self, namespace: str, name: str) -> HTTPRoute | None:
+        return self.routes.get((namespace, name))
+
+    def routes_for_service(self, namespace: str, service: str) -> Sequence[HTTPRoute]:
+        return self.routes.by_index(SERVICE_BACKEND_REF, f"{namespace}/{service}")
+
+    def challenge(self, namespace: str, name: str) -> Challenge | None:
+        return self.challenges.get((namespace, name))
+
+    def challenge_by_uid(self, uid: str) -> Challenge | None:
+        found = self.challenges.by_index(UID, uid)
+        return found[0] if found else None
+
+    def projects_for(self, namespace: str) -> Sequence[Project]:
+        return self.projects.by_index(PROJECT_NAMESPACE, namespace)

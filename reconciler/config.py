@@ -1,0 +1,131 @@
+"""Settings: every option comes from a flag or a `RECONCILER_*` environment variable.
+
+The reconcilers receive only `Policy` (the part that shapes decisions), so they stay pure and
+their tests need no environment.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class BackendMode(str, Enum):
+    """Which LoadBalancer Services get a reconciler-managed Backend."""
+
+    ALL = "all"  # every Service annotated create-gateway-backend (what the PRD's service controller does)
+    ACME = "acme"  # only ACME solver Services
+    NONE = "none"  # the platform creates `<service>-backend` itself; we only route to it
+
+
+class RouteMode(str, Enum):
+    """How a solver's challenge path reaches its Backend."""
+
+    PATCH = "patch"  # rewrite cert-manager's HTTPRoute backendRefs in place (the PRD's design)
+
+
+class LogFormat(str, Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Policy(BaseModel):
+    """The decision-shaping part of the settings, handed to the pure reconcilers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    solver_label: str = "acme.cert-manager.io/http01-solver"
+    domain_label: str = "acme.cert-manager.io/http-domain"
+    token_label: str = "acme.cert-manager.io/http-token"
+    network_type_annotation: str = "network.kube-dc.com/external-network-type"
+    bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
+    create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
+    route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
+    eip_name: str = "default-gw"
+    managed_by_label: str = "app.kubernetes.io/managed-by"
+    managed_by_value: str = "acme-gateway-reconciler"
+    backend_mode: BackendMode = BackendMode.ALL
+    route_mode: RouteMode = RouteMode.PATCH
+
+    def annotation_keys(self) -> frozenset[str]:
+        """Annotations the cache keeps; every other annotation is dropped at the watch."""
+        return frozenset(
+            {
+                self.network_type_annotation,
+                self.bind_on_eip_annotation,
+                self.create_backend_annotation,
+                self.route_port_annotation,
+            }
+        )
+
+
+class Settings(BaseSettings):
+    """All run-time settings. Flags override environment variables (`RECONCILER_<NAME>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="ignore")
+
+    kubeconfig: str | None = Field(default=None, description="kubeconfig path; in-cluster config when unset")
+    context: str | None = Field(default=None, description="kubeconfig context")
+    metrics_bind_address: str = Field(default="0.0.0.0:8080", description="HOST:PORT for /metrics /healthz /readyz")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated namespaces to watch; empty = all"
+    )
+
+    solver_label: str = "acme.cert-manager.io/http01-solver"
+    domain_label: str = "acme.cert-manager.io/http-domain"
+    token_label: str = "acme.cert-manager.io/http-token"
+    network_type_annotation: str = "network.kube-dc.com/external-network-type"
+    bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
+    create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
+    route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
+    eip_name: str = Field(default="default-gw", description="EIP the solver Services bind on")
+    managed_by_label: str = "app.kubernetes.io/managed-by"
+    managed_by_value: str = "acme-gateway-reconciler"
+    backend_mode: BackendMode = BackendMode.ALL
+    route_mode: RouteMode = RouteMode.PATCH
+
+    service_workers: int = Field(default=2, ge=1, le=64)
+    backend_workers: int = Field(default=2, ge=1, le=64)
+    route_workers: int = Field(default=2, ge=1, le=64)
+    challenge_workers: int = Field(default=1, ge=1, le=64)
+
+    qps: float = Field(default=20.0, gt=0, description="client-side API request rate")
+    burst: int = Field(default=40, ge=1, description="client-side API request burst")
+    resync_period: float = Field(default=600.0, ge=0, description="seconds between safety resyncs; 0 = off")
+    watch_timeout: int = Field(default=300, ge=10, description="server-side timeout of one watch request")
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log level must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @field_validator("metrics_bind_address")
+    @classmethod
+    def _check_bind(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("metrics bind address must be HOST:PORT")
+        return value
+
+    def bind_host_port(self) -> tuple[str, int]:
+        host, _, port = self.metrics_bind_address.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+    def policy(self) -> Policy:
+        return Policy(**{name: getattr(self, name) for name in Policy.model_fields})

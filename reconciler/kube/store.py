@@ -1,0 +1,101 @@
+"""An in-memory store of views with secondary indexes (client-go's Indexer, minus the locking).
+
+Everything runs on one event loop, so a plain dict is consistent between awaits. The store does no
+I/O: unit tests fill it directly and hand it to the pure reconcilers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, Protocol, TypeVar
+
+from reconciler.model import Key, Meta
+
+
+class HasMeta(Protocol):
+    @property
+    def meta(self) -> Meta: ...
+
+
+T = TypeVar("T", bound=HasMeta)
+IndexFunc = Callable[[T], Iterable[str]]
+
+
+def by_namespace(obj: HasMeta) -> Iterable[str]:
+    return (obj.meta.namespace,)
+
+
+def by_controller_uid(obj: HasMeta) -> Iterable[str]:
+    ref = obj.meta.controller_ref()
+    return (ref.uid,) if ref else ()
+
+
+def by_uid(obj: HasMeta) -> Iterable[str]:
+    return (obj.meta.uid,) if obj.meta.uid else ()
+
+
+class Store(Generic[T]):
+    """Objects by (namespace, name), plus named indexes from index value to keys."""
+
+    def __init__(self, indexers: dict[str, IndexFunc[T]] | None = None) -> None:
+        self._items: dict[Key, T] = {}
+        self._indexers: dict[str, IndexFunc[T]] = dict(indexers or {})
+        self._indexes: dict[str, defaultdict[str, set[Key]]] = {n: defaultdict(set) for n in self._indexers}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(list(self._items.values()))
+
+    def keys(self) -> list[Key]:
+        return list(self._items)
+
+    def get(self, key: Key) -> T | None:
+        return self._items.get(key)
+
+    def upsert(self, obj: T) -> T | None:
+        """Insert or replace; returns the previous version."""
+        key = obj.meta.key
+        old = self._items.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self._items[key] = obj
+        self._index(key, obj)
+        return old
+
+    def delete(self, key: Key) -> T | None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def replace(self, objs: Iterable[T]) -> tuple[list[T], list[T]]:
+        """Swap in a fresh list (after a relist); returns (upserted, deleted) for event fan-out."""
+        fresh = {o.meta.key: o for o in objs}
+        deleted = [self._items[k] for k in list(self._items) if k not in fresh]
+        for obj in deleted:
+            self.delete(obj.meta.key)
+        for obj in fresh.values():
+            self.upsert(obj)
+        return list(fresh.values()), deleted
+
+    def by_index(self, index: str, value: str) -> list[T]:
+        keys = self._indexes[index].get(value, ())
+        return [self._items[k] for k in sorted(keys)]
+
+    def _index(self, key: Key, obj: T) -> None:
+        for name, fn in self._indexers.items():
+            for value in fn(obj):
+                self._indexes[name][value].add(key)
+
+    def _unindex(self, key: Key, obj: T) -> None:
+        for name, fn in self._indexers.items():
+            index = self._indexes[name]
+            for value in fn(obj):
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]

@@ -1,0 +1,247 @@
+"""Typed, trimmed views of the few fields the reconcilers read.
+
+The informers build one view per watch event straight from the decoded JSON (never through the
+kubernetes client's model classes, which cost ~25x more per object) and keep only these views in
+the cache: no managedFields, no last-applied annotations, no specs we do not read.
+Everything here is plain data; nothing does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+JSON = dict[str, Any]
+Key = tuple[str, str]
+"""(namespace, name) of a namespaced object; ("", name) for cluster-scoped ones."""
+
+CHALLENGE_GROUP = "acme.cert-manager.io"
+BACKEND_GROUP = "gateway.envoyproxy.io"
+BACKEND_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+FINAL_SUCCESS_STATES = frozenset({"valid"})
+FINAL_FAILURE_STATES = frozenset({"invalid", "expired", "errored"})
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OwnerRef(View):
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool = False
+
+    @property
+    def group(self) -> str:
+        group, sep, _ = self.api_version.rpartition("/")
+        return group if sep else ""
+
+
+class Meta(View):
+    namespace: str = ""
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+    creation_timestamp: str = ""
+    deletion_timestamp: str | None = None
+    labels: Mapping[str, str] = {}
+    annotations: Mapping[str, str] = {}
+    owner_refs: tuple[OwnerRef, ...] = ()
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    def controller_ref(self) -> OwnerRef | None:
+        """The owner reference with controller=true (Kubernetes allows at most one)."""
+        for ref in self.owner_refs:
+            if ref.controller:
+                return ref
+        return None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Meta:
+        """Trim `metadata`; with `keep_annotations`, every other annotation is dropped."""
+        md = raw.get("metadata") or {}
+        annotations = md.get("annotations") or {}
+        if keep_annotations is not None:
+            annotations = {k: v for k, v in annotations.items() if k in keep_annotations}
+        return cls(
+            namespace=md.get("namespace") or "",
+            name=md.get("name") or "",
+            uid=md.get("uid") or "",
+            resource_version=md.get("resourceVersion") or "",
+            creation_timestamp=md.get("creationTimestamp") or "",
+            deletion_timestamp=md.get("deletionTimestamp"),
+            labels=md.get("labels") or {},
+            annotations=annotations,
+            owner_refs=tuple(
+                OwnerRef(
+                    api_version=ref.get("apiVersion", ""),
+                    kind=ref.get("kind", ""),
+                    name=ref.get("name", ""),
+                    uid=ref.get("uid", ""),
+                    controller=bool(ref.get("controller", False)),
+                )
+                for ref in md.get("ownerReferences") or ()
+            ),
+        )
+
+
+class ServicePort(View):
+    name: str | None = None
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+
+
+class Service(View):
+    meta: Meta
+    type: str = "ClusterIP"
+    ports: tuple[ServicePort, ...] = ()
+    ingress: tuple[str, ...] = ()
+    """`status.loadBalancer.ingress[*]` addresses (ip, else hostname), in order."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Service:
+        spec = raw.get("spec") or {}
+        lb = (raw.get("status") or {}).get("loadBalancer") or {}
+        return cls(
+            meta=Meta.from_raw(raw, keep_annotations),
+            type=spec.get("type") or "ClusterIP",
+            ports=tuple(
+                ServicePort(
+                    name=p.get("name"),
+                    port=p["port"],
+                    target_port=p.get("targetPort"),
+                    protocol=p.get("protocol") or "TCP",
+                )
+                for p in spec.get("ports") or ()
+                if isinstance(p.get("port"), int)
+            ),
+            ingress=tuple(
+                addr
+                for entry in lb.get("ingress") or ()
+                if (addr := entry.get("ip") or entry.get("hostname"))
+            ),
+        )
+
+
+class BackendEndpoint(View):
+    """One `spec.endpoints[]` entry; exactly one of ip, fqdn, unix is set by the CRD's rules."""
+
+    ip: str | None = None
+    fqdn: str | None = None
+    port: int | None = None
+    unix: str | None = None
+
+
+class Backend(View):
+    meta: Meta
+    endpoints: tuple[BackendEndpoint, ...] = ()
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Backend:
+        endpoints = []
+        for ep in (raw.get("spec") or {}).get("endpoints") or ():
+            ip, fqdn, unix = ep.get("ip"), ep.get("fqdn"), ep.get("unix")
+            if ip:
+                endpoints.append(BackendEndpoint(ip=ip.get("address"), port=ip.get("port")))
+            elif fqdn:
+                endpoints.append(BackendEndpoint(fqdn=fqdn.get("hostname"), port=fqdn.get("port")))
+            elif unix:
+                endpoints.append(BackendEndpoint(unix=unix.get("path")))
+        return cls(meta=Meta.from_raw(raw, keep_annotations), endpoints=tuple(endpoints))
+
+
+class BackendRef(View):
+    """A rule's backendRef with the Gateway API defaults filled in (group "", kind Service)."""
+
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: int | None = None
+    weight: int | None = None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> BackendRef:
+        return cls(
+            group=raw.get("group") or "",
+            kind=raw.get("kind") or "Service",
+            name=raw.get("name") or "",
+            namespace=raw.get("namespace"),
+            port=raw.get("port"),
+            weight=raw.get("weight"),
+        )
+
+
+class HTTPRoute(View):
+    meta: Meta
+    parent_refs: tuple[JSON, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[JSON, ...] = ()
+    """Rules as the API server returned them: patch mode rewrites them whole (merge patch replaces lists)."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> HTTPRoute:
+        spec = raw.get("spec") or {}
+        return cls(
+            meta=Meta.from_raw(raw, keep_annotations),
+            parent_refs=tuple(spec.get("parentRefs") or ()),
+            hostnames=tuple(spec.get("hostnames") or ()),
+            rules=tuple(spec.get("rules") or ()),
+        )
+
+    def backend_refs(self) -> tuple[BackendRef, ...]:
+        return tuple(
+            BackendRef.from_raw(ref) for rule in self.rules for ref in rule.get("backendRefs") or ()
+        )
+
+
+class Challenge(View):
+    meta: Meta
+    dns_name: str = ""
+    token: str = ""
+    type: str = ""
+    state: str = ""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Challenge:
+        spec = raw.get("spec") or {}
+        return cls(
+            meta=Meta.from_raw(raw, keep_annotations),
+            dns_name=spec.get("dnsName") or "",
+            token=spec.get("token") or "",
+            type=spec.get("type") or "",
+            state=(raw.get("status") or {}).get("state") or "",
+        )
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_SUCCESS_STATES or self.state in FINAL_FAILURE_STATES
+
+
+class Project(View):
+    meta: Meta
+    project_namespace: str
+    """`status.namespace`, else kube-dc's convention `<org-namespace>-<project-name>`."""
+    network_type: str | None = None
+    """`spec.egressNetworkType` (the real CRD), else `spec.externalNetworkType` (the PRD's name)."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Project:
+        meta = Meta.from_raw(raw, keep_annotations)
+        spec = raw.get("spec") or {}
+        status_ns = (raw.get("status") or {}).get("namespace")
+        return cls(
+            meta=meta,
+            project_namespace=status_ns or f"{meta.namespace}-{meta.name}",
+            network_type=spec.get("egressNetworkType") or spec.get("externalNetworkType"),
+        )

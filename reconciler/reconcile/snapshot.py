@@ -1,0 +1,26 @@
+"""The read-only view of the cache the reconcilers decide on (implemented by `reconciler.cache`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
+
+
+class Snapshot(Protocol):
+    def service(self, namespace: str, name: str) -> Service | None: ...
+
+    def services_in(self, namespace: str) -> Sequence[Service]: ...
+
+    def backend(self, namespace: str, name: str) -> Backend | None: ...
+
+    def route(self, namespace: str, name: str) -> HTTPRoute | None: ...
+
+    def challenge(self, namespace: str, name: str) -> Challenge | None: ...
+
+    def challenge_by_uid(self, uid: str) -> Challenge | None: ...
+
+    def projects_for(self, namespace: str) -> Sequence[Project]:
+        """Projects whose project namespace is `namespace` (normally one; more is a conflict)."""
+        ...
