@@ -6,14 +6,14 @@ their tests need no environment.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-class BackendMode(str, Enum):
+class BackendMode(StrEnum):
     """Which LoadBalancer Services get a reconciler-managed Backend."""
 
     ALL = "all"  # every Service annotated create-gateway-backend (what the PRD's service controller does)
@@ -21,13 +21,13 @@ class BackendMode(str, Enum):
     NONE = "none"  # the platform creates `<service>-backend` itself; we only route to it
 
 
-class RouteMode(str, Enum):
+class RouteMode(StrEnum):
     """How a solver's challenge path reaches its Backend."""
 
     PATCH = "patch"  # rewrite cert-manager's HTTPRoute backendRefs in place (the PRD's design)
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
 
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     @field_validator("metrics_bind_address")
     @classmethod
     def _check_bind(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("metrics bind address must be HOST:PORT")
         return value

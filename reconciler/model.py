@@ -126,9 +126,7 @@ class Service(View):
                 if isinstance(p.get("port"), int)
             ),
             ingress=tuple(
-                addr
-                for entry in lb.get("ingress") or ()
-                if (addr := entry.get("ip") or entry.get("hostname"))
+                addr for entry in lb.get("ingress") or () if (addr := entry.get("ip") or entry.get("hostname"))
             ),
         )
 
@@ -200,9 +198,7 @@ class HTTPRoute(View):
         )
 
     def backend_refs(self) -> tuple[BackendRef, ...]:
-        return tuple(
-            BackendRef.from_raw(ref) for rule in self.rules for ref in rule.get("backendRefs") or ()
-        )
+        return tuple(BackendRef.from_raw(ref) for rule in self.rules for ref in rule.get("backendRefs") or ())
 
 
 class Challenge(View):

@@ -71,15 +71,25 @@ class Store(Generic[T]):
             self._unindex(key, old)
         return old
 
-    def replace(self, objs: Iterable[T]) -> tuple[list[T], list[T]]:
-        """Swap in a fresh list (after a relist); returns (upserted, deleted) for event fan-out."""
+    def replace(self, objs: Iterable[T], namespace: str | None = None) -> tuple[list[tuple[T | None, T]], list[T]]:
+        """Swaps in a fresh list (after a relist), within one namespace when the list was scoped to it.
+
+        Returns the (old, new) pairs that changed (unchanged resourceVersions are left out) and the
+        objects that disappeared, for the informer to fan out as events.
+        """
         fresh = {o.meta.key: o for o in objs}
-        deleted = [self._items[k] for k in list(self._items) if k not in fresh]
+        in_scope = [k for k in self._items if namespace is None or k[0] == namespace]
+        deleted = [self._items[k] for k in in_scope if k not in fresh]
         for obj in deleted:
             self.delete(obj.meta.key)
+        changed: list[tuple[T | None, T]] = []
         for obj in fresh.values():
+            old = self._items.get(obj.meta.key)
+            if old is not None and old.meta.resource_version == obj.meta.resource_version:
+                continue
             self.upsert(obj)
-        return list(fresh.values()), deleted
+            changed.append((old, obj))
+        return changed, deleted
 
     def by_index(self, index: str, value: str) -> list[T]:
         keys = self._indexes[index].get(value, ())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 JSON = dict[str, Any]
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     SERVICE = "Service"
     BACKEND = "Backend"
     HTTPROUTE = "HTTPRoute"

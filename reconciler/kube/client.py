@@ -1,0 +1,313 @@
+"""Requests to the Kubernetes API, as raw JSON.
+
+kubernetes-asyncio supplies the connection: kubeconfig / in-cluster loading, TLS, bearer tokens and
+their refresh. We bypass its model classes (deserializing a Service into `V1Service` costs ~25x a
+`json.loads`) and read and write plain JSON.
+
+Retries: tenacity retries only what can succeed unchanged (connection errors, 429 honouring
+Retry-After, 5xx). A conflict (409) is a stale decision and goes back to the work queue; other 4xx are
+reported to the caller, never retried in a loop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import anyio
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+
+from reconciler import __version__
+from reconciler.kube.ratelimit import TokenBucket
+from reconciler.kube.resources import Resource
+from reconciler.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+USER_AGENT = f"acme-gateway-reconciler/{__version__}"
+REQUEST_TIMEOUT = 30.0
+MAX_RETRY_AFTER = 30.0
+
+
+class ApiError(Exception):
+    """A non-2xx answer (or no answer: status 0) from the API server."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status in {0, 429} or self.status >= 500
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.transient
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError)
+
+
+def _retry_wait(state: RetryCallState) -> float:
+    """Retry-After when the server sent one, else exponential backoff with full jitter."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, ApiError) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER)
+    return random.uniform(0, min(5.0, 0.1 * 2 ** (state.attempt_number - 1)))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class KubeClient:
+    def __init__(
+        self,
+        api: Any,
+        metrics: Metrics,
+        qps: float = 20.0,
+        burst: int = 40,
+        retry_attempts: int = 5,
+        retry_deadline: float = 60.0,
+    ) -> None:
+        self._api = api
+        self._metrics = metrics
+        self._bucket = TokenBucket(qps, burst)
+        self._retry_attempts = retry_attempts
+        self._retry_deadline = retry_deadline
+
+    @classmethod
+    async def connect(
+        cls,
+        metrics: Metrics,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        qps: float = 20.0,
+        burst: int = 40,
+    ) -> KubeClient:
+        """From `kubeconfig` (or $KUBECONFIG / ~/.kube/config), else in-cluster config."""
+        configuration = k8s_client.Configuration()
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration, persist_config=False
+            )
+        api = k8s_client.ApiClient(configuration)
+        api.user_agent = USER_AGENT
+        return cls(api, metrics, qps=qps, burst=burst)
+
+    @property
+    def host(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    # -- verbs ------------------------------------------------------------------------------------
+
+    async def list_page(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        limit: int = 500,
+        continue_token: str | None = None,
+    ) -> JSON:
+        query: list[tuple[str, str]] = [("limit", str(limit))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if continue_token:
+            query.append(("continue", continue_token))
+        return await self._json("list", "GET", resource.path(namespace), query=query)
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> JSON:
+        return await self._json("get", "GET", resource.path(namespace, name))
+
+    async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> JSON:
+        return await self._json("create", "POST", resource.path(namespace), body=body)
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        content_type: str = MERGE_PATCH,
+        subresource: str | None = None,
+    ) -> JSON:
+        return await self._json(
+            "patch", "PATCH", resource.path(namespace, name, subresource), body=body, content_type=content_type
+        )
+
+    async def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> JSON:
+        preconditions: JSON = {}
+        if uid:
+            preconditions["uid"] = uid
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": preconditions,
+            "propagationPolicy": "Background",
+        }
+        return await self._json("delete", "DELETE", resource.path(namespace, name), body=body)
+
+    @asynccontextmanager
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[AsyncIterator[JSON]]:
+        """Opens a watch and yields an iterator of decoded events; the stream ends at the server's timeout."""
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=timeout_seconds + 30)
+        resp = await self._send("watch", "GET", resource.path(namespace), query=query, timeout=timeout)
+        try:
+            if resp.status != 200:
+                raise await _api_error(resp)
+
+            async def events() -> AsyncIterator[JSON]:
+                while True:
+                    line = await resp.content.readline()
+                    if not line:
+                        return
+                    if line.strip():
+                        yield json.loads(line)
+
+            yield events()
+        finally:
+            resp.release()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _json(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            wait=_retry_wait,
+            stop=stop_after_attempt(self._retry_attempts) | stop_after_delay(self._retry_deadline),
+            reraise=True,
+        ):
+            with attempt:
+                started = time.monotonic()
+                resp = await self._send(
+                    verb,
+                    method,
+                    path,
+                    query=query,
+                    body=body,
+                    content_type=content_type,
+                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+                )
+                try:
+                    if not 200 <= resp.status < 300:
+                        raise await _api_error(resp)
+                    data: JSON = await resp.json(content_type=None)
+                finally:
+                    resp.release()
+                    self._metrics.api_request_duration.labels(verb).observe(time.monotonic() - started)
+                return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        delay = self._bucket.reserve()
+        if delay > 0:
+            self._metrics.api_throttle.observe(delay)
+            await anyio.sleep(delay)
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            resp: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            self._metrics.api_requests.labels(verb, "error").inc()
+            raise
+        self._metrics.api_requests.labels(verb, str(resp.status)).inc()
+        return resp
+
+
+async def _api_error(resp: aiohttp.ClientResponse) -> ApiError:
+    text = await resp.text()
+    reason, message = resp.reason or "", text
+    try:
+        status = json.loads(text)
+        reason = status.get("reason") or reason
+        message = status.get("message") or text
+    except ValueError:
+        pass
+    return ApiError(resp.status, reason, message, _parse_retry_after(resp.headers.get("Retry-After")))

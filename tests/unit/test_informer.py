@@ -1,0 +1,118 @@
+"""The informer against a scripted API server: list, watch, bookmarks, relist on 410, backoff."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from reconciler.kube.informer import Informer
+from reconciler.kube.resources import SERVICES
+from reconciler.kube.store import Store, by_namespace
+from reconciler.metrics import Metrics
+from reconciler.model import Service
+from tests.unit.fake_apiserver import Script, item, listing, serve
+
+pytestmark = pytest.mark.anyio
+
+Event = tuple[str, str, bool]
+
+
+async def run_until(script: Script, condition: Any, timeout: float = 5.0) -> tuple[Store[Service], list[Event], Metrics]:
+    metrics = Metrics()
+    store: Store[Service] = Store({"namespace": by_namespace})
+    events: list[Event] = []
+
+    def handler(kind: str, old: Service | None, new: Service | None, initial: bool) -> None:
+        obj = new or old
+        assert obj is not None
+        events.append((kind, obj.meta.name, initial))
+
+    async with serve(script, metrics) as client:
+        informer = Informer(client, SERVICES, Service.from_raw, store, handler, metrics, backoff_base=0.01)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(informer.run)
+            with anyio.fail_after(timeout):
+                while not condition(store, events):
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    return store, events, metrics
+
+
+def count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_list_then_watch_from_the_list_resource_version_with_bookmarks() -> None:
+    script = Script(
+        lists=[(200, listing("10", item("a", "5")))],
+        watches=[(200, [
+            {"type": "ADDED", "object": item("b", "11")},
+            {"type": "MODIFIED", "object": item("a", "12")},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "20"}}},
+            {"type": "DELETED", "object": item("b", "21")},
+        ])],
+    )
+    store, events, metrics = await run_until(script, lambda s, e: len(e) >= 4 and len(script.requests) >= 3)
+    assert events == [("ADDED", "a", True), ("ADDED", "b", False), ("MODIFIED", "a", False), ("DELETED", "b", False)]
+    assert [s.meta.name for s in store] == ["a"]
+    watches = [q for verb, q in script.requests if verb == "watch"]
+    assert watches[0]["resourceVersion"] == "10"
+    assert watches[0]["allowWatchBookmarks"] == "true"
+    assert watches[1]["resourceVersion"] == "21", "a watch that ends re-opens from the last resourceVersion"
+    assert count(metrics, "acme_gateway_relists_total", resource="services") == 1
+    assert count(metrics, "acme_gateway_watch_restarts_total", resource="services", reason="timeout") >= 1
+
+
+async def test_gone_event_relists_and_replaces_the_cache() -> None:
+    script = Script(
+        lists=[(200, listing("10", item("a", "5"), item("b", "6"))), (200, listing("30", item("a", "25"), item("c", "26")))],
+        watches=[(200, [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}])],
+    )
+    store, events, metrics = await run_until(script, lambda s, e: len(e) >= 5)
+    assert sorted(s.meta.name for s in store) == ["a", "c"]
+    assert ("DELETED", "b", False) in events, "objects gone during the gap are reported as deleted"
+    assert ("MODIFIED", "a", False) in events and ("ADDED", "c", False) in events
+    assert count(metrics, "acme_gateway_relists_total", resource="services") == 2
+    assert count(metrics, "acme_gateway_watch_restarts_total", resource="services", reason="gone") == 1
+
+
+async def test_gone_when_opening_the_watch_relists() -> None:
+    script = Script(
+        lists=[(200, listing("10", item("a", "5"))), (200, listing("40", item("a", "5")))],
+        watches=[(410, [])],
+    )
+    _, events, metrics = await run_until(
+        script, lambda s, e: sum(1 for v, _ in script.requests if v == "list") >= 2 and len(script.requests) >= 4
+    )
+    assert events == [("ADDED", "a", True)], "an unchanged object is not re-announced after a relist"
+    watches = [q for verb, q in script.requests if verb == "watch"]
+    assert watches[-1]["resourceVersion"] == "40"
+
+
+async def test_list_errors_back_off_and_recover() -> None:
+    script = Script(lists=[(500, {"kind": "Status", "code": 500}), (200, listing("3", item("a", "1")))])
+    store, _, metrics = await run_until(script, lambda s, e: len(s) == 1)
+    assert count(metrics, "acme_gateway_api_requests_total", verb="list", code="500") >= 1
+
+
+async def test_paginated_list_is_followed_to_the_end() -> None:
+    first = listing("", item("a", "1"))
+    first["metadata"]["continue"] = "tok"
+    script = Script(lists=[(200, first), (200, listing("9", item("b", "2")))])
+    store, _, _ = await run_until(script, lambda s, e: len(s) == 2)
+    lists = [q for verb, q in script.requests if verb == "list"]
+    assert lists[1]["continue"] == "tok"
+
+
+async def test_an_object_of_the_wrong_shape_is_skipped_not_fatal() -> None:
+    bad = item("bad", "11")
+    bad["spec"]["ports"] = [{"port": 80, "name": {"not": "a string"}}]
+    script = Script(
+        lists=[(200, listing("10"))],
+        watches=[(200, [{"type": "ADDED", "object": bad}, {"type": "ADDED", "object": item("good", "12")}])],
+    )
+    store, _, metrics = await run_until(script, lambda s, e: len(s) == 1)
+    assert [s.meta.name for s in store] == ["good"]
+    assert count(metrics, "acme_gateway_watch_events_total", resource="services", type="INVALID") == 1
