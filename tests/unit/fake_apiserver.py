@@ -3,13 +3,12 @@ so the informer and client run their real network code in unit tests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
-import asyncio
 
 from aiohttp import web
 from kubernetes_asyncio import client as k8s_client
@@ -32,8 +31,16 @@ class Script:
 
 
 def item(name: str, rv: str, namespace: str = "ns", **labels: str) -> JSON:
-    return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": rv, "uid": f"uid-{name}",
-                         "labels": labels}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": rv,
+            "uid": f"uid-{name}",
+            "labels": labels,
+        },
+        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]},
+    }
 
 
 def listing(rv: str, *items: JSON) -> JSON:

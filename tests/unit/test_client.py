@@ -22,10 +22,12 @@ async def test_transient_errors_are_retried_honouring_retry_after() -> None:
     async with serve(script, metrics) as client:
         answer = await client.patch(SERVICES, "ns", "s", {"metadata": {"resourceVersion": "1"}})
     assert answer == OK
-    codes = {c: metrics.registry.get_sample_value("acme_gateway_api_requests_total", {"verb": "patch", "code": c})
-             for c in ("429", "503", "200")}
+    codes = {
+        c: metrics.registry.get_sample_value("acme_gateway_api_requests_total", {"verb": "patch", "code": c})
+        for c in ("429", "503", "200")
+    }
     assert codes == {"429": 1, "503": 1, "200": 1}
-    verb, sent = script.requests[-1]
+    _verb, sent = script.requests[-1]
     assert sent["content-type"] == MERGE_PATCH
     assert json.loads(sent["body"]) == {"metadata": {"resourceVersion": "1"}}
 

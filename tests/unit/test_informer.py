@@ -19,7 +19,9 @@ pytestmark = pytest.mark.anyio
 Event = tuple[str, str, bool]
 
 
-async def run_until(script: Script, condition: Any, timeout: float = 5.0) -> tuple[Store[Service], list[Event], Metrics]:
+async def run_until(
+    script: Script, condition: Any, timeout: float = 5.0
+) -> tuple[Store[Service], list[Event], Metrics]:
     metrics = Metrics()
     store: Store[Service] = Store({"namespace": by_namespace})
     events: list[Event] = []
@@ -35,7 +37,7 @@ async def run_until(script: Script, condition: Any, timeout: float = 5.0) -> tup
             tg.start_soon(informer.run)
             with anyio.fail_after(timeout):
                 while not condition(store, events):
-                    await anyio.sleep(0.01)
+                    await anyio.sleep(0.01)  # noqa: ASYNC110 - polls a plain condition in a test
             tg.cancel_scope.cancel()
     return store, events, metrics
 
@@ -47,12 +49,17 @@ def count(metrics: Metrics, name: str, **labels: str) -> float:
 async def test_list_then_watch_from_the_list_resource_version_with_bookmarks() -> None:
     script = Script(
         lists=[(200, listing("10", item("a", "5")))],
-        watches=[(200, [
-            {"type": "ADDED", "object": item("b", "11")},
-            {"type": "MODIFIED", "object": item("a", "12")},
-            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "20"}}},
-            {"type": "DELETED", "object": item("b", "21")},
-        ])],
+        watches=[
+            (
+                200,
+                [
+                    {"type": "ADDED", "object": item("b", "11")},
+                    {"type": "MODIFIED", "object": item("a", "12")},
+                    {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "20"}}},
+                    {"type": "DELETED", "object": item("b", "21")},
+                ],
+            )
+        ],
     )
     store, events, metrics = await run_until(script, lambda s, e: len(e) >= 4 and len(script.requests) >= 3)
     assert events == [("ADDED", "a", True), ("ADDED", "b", False), ("MODIFIED", "a", False), ("DELETED", "b", False)]
@@ -67,13 +74,17 @@ async def test_list_then_watch_from_the_list_resource_version_with_bookmarks() -
 
 async def test_gone_event_relists_and_replaces_the_cache() -> None:
     script = Script(
-        lists=[(200, listing("10", item("a", "5"), item("b", "6"))), (200, listing("30", item("a", "25"), item("c", "26")))],
+        lists=[
+            (200, listing("10", item("a", "5"), item("b", "6"))),
+            (200, listing("30", item("a", "25"), item("c", "26"))),
+        ],
         watches=[(200, [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}])],
     )
     store, events, metrics = await run_until(script, lambda s, e: len(e) >= 5)
     assert sorted(s.meta.name for s in store) == ["a", "c"]
     assert ("DELETED", "b", False) in events, "objects gone during the gap are reported as deleted"
-    assert ("MODIFIED", "a", False) in events and ("ADDED", "c", False) in events
+    assert ("MODIFIED", "a", False) in events
+    assert ("ADDED", "c", False) in events
     assert count(metrics, "acme_gateway_relists_total", resource="services") == 2
     assert count(metrics, "acme_gateway_watch_restarts_total", resource="services", reason="gone") == 1
 
@@ -83,7 +94,7 @@ async def test_gone_when_opening_the_watch_relists() -> None:
         lists=[(200, listing("10", item("a", "5"))), (200, listing("40", item("a", "5")))],
         watches=[(410, [])],
     )
-    _, events, metrics = await run_until(
+    _, events, _metrics = await run_until(
         script, lambda s, e: sum(1 for v, _ in script.requests if v == "list") >= 2 and len(script.requests) >= 4
     )
     assert events == [("ADDED", "a", True)], "an unchanged object is not re-announced after a relist"
@@ -93,7 +104,7 @@ async def test_gone_when_opening_the_watch_relists() -> None:
 
 async def test_list_errors_back_off_and_recover() -> None:
     script = Script(lists=[(500, {"kind": "Status", "code": 500}), (200, listing("3", item("a", "1")))])
-    store, _, metrics = await run_until(script, lambda s, e: len(s) == 1)
+    _store, _, metrics = await run_until(script, lambda s, e: len(s) == 1)
     assert count(metrics, "acme_gateway_api_requests_total", verb="list", code="500") >= 1
 
 
@@ -101,7 +112,7 @@ async def test_paginated_list_is_followed_to_the_end() -> None:
     first = listing("", item("a", "1"))
     first["metadata"]["continue"] = "tok"
     script = Script(lists=[(200, first), (200, listing("9", item("b", "2")))])
-    store, _, _ = await run_until(script, lambda s, e: len(s) == 2)
+    _store, _, _ = await run_until(script, lambda s, e: len(s) == 2)
     lists = [q for verb, q in script.requests if verb == "list"]
     assert lists[1]["continue"] == "tok"
 

@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# Build stage: resolve and build wheels; nothing of it reaches the final image but the virtualenv.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY reconciler ./reconciler
+RUN /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
+
+# Final stage: slim Python, the virtualenv, a non-root user; no compilers, no pip cache, no sources.
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 65532 reconciler \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin reconciler
+COPY --from=build /opt/venv /opt/venv
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "reconciler"]
+CMD ["run"]

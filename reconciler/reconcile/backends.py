@@ -1,0 +1,235 @@
+"""The Envoy Gateway Backend `<service>-backend` for a LoadBalancer Service that asks for one.
+
+The Backend points the shared gateway at the Service's load-balancer address, the one address of a cloud
+project the gateway can reach. A Backend is ours only when it carries our managed-by label and its
+controller is that Service: anything else of that name (the platform's own, a tenant's) is never
+touched. Ours is owned by the Service, so garbage collection removes it with the Service even when this
+controller is down; deleting it here covers the Service ceasing to ask while it still exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from reconciler.config import BackendMode, Policy
+from reconciler.model import BACKEND_API_VERSION, JSON, Backend, Key, OwnerRef, Service
+from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
+from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
+from reconciler.reconcile.ownership import refusal, solver_challenge
+from reconciler.reconcile.snapshot import Snapshot
+
+BACKEND_SUFFIX = "-backend"
+INVALID_ROUTE_PORT = "InvalidRoutePort"
+NON_IP_ADDRESS = "NonIPAddress"
+
+
+def backend_name(service_name: str) -> str:
+    """The name kube-dc's own service controller gives a Service's Backend; routes find it by it."""
+    return service_name + BACKEND_SUFFIX
+
+
+def is_managed(backend: Backend, service_name: str, policy: Policy) -> bool:
+    ref = backend.meta.controller_ref()
+    return (
+        backend.meta.labels.get(policy.managed_by_label) == policy.managed_by_value
+        and ref is not None
+        and ref.kind == "Service"
+        and ref.group == ""
+        and ref.name == service_name
+    )
+
+
+def parse_route_port(value: str) -> int | None:
+    """A port number 1..65535 written in ASCII digits, else None."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    port = int(value)
+    return port if 1 <= port <= 65535 else None
+
+
+def endpoint_address(text: str) -> str | None:
+    """`text` as the Backend CRD accepts it, or None when it is not an IP literal.
+
+    IPv6 is written as eight unpadded groups without `::`: the CRD's pattern rejects several valid
+    compressed forms (e.g. `2001:db8::1:2:3`) but accepts every address in this form."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv4Address):
+        return str(addr)
+    if addr.scope_id is not None:
+        return None
+    return ":".join(format(int(group, 16), "x") for group in addr.exploded.split(":"))
+
+
+def _same_address(a: str | None, b: str) -> bool:
+    if a is None:
+        return False
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class _NotWanted:
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Blocked:
+    """The Service asks, but nothing may be written now (waiting, or bad input)."""
+
+    skipped: str | None = None
+    refusal: Refusal | None = None
+
+
+def _asks(svc: Service | None, snapshot: Snapshot, policy: Policy) -> str | None:
+    """None when the Service asks for a Backend, else why it does not (kebab-case)."""
+    if svc is None:
+        return "service-gone"
+    if svc.meta.deletion_timestamp is not None:
+        return "service-being-deleted"
+    if svc.type != "LoadBalancer" or svc.meta.annotations.get(policy.create_backend_annotation) != "true":
+        return "backend-not-requested"
+    if policy.backend_mode is BackendMode.NONE:
+        return "backend-mode-none"
+    if policy.backend_mode is BackendMode.ACME:
+        owner = solver_challenge(svc.meta, snapshot, policy, Kind.SERVICE)
+        if owner is None or isinstance(owner, Refusal):
+            return "not-a-solver"  # a look-alike's refusal is reported by the Service reconciler
+    return None
+
+
+def _wanted(svc: Service, policy: Policy) -> _Wanted | _Blocked:
+    meta = svc.meta
+    raw_port = meta.annotations.get(policy.route_port_annotation, "")
+    if raw_port:
+        port = parse_route_port(raw_port)
+        if port is None:
+            msg = f"annotation {policy.route_port_annotation}={raw_port!r} is not a port number 1..65535"
+            return _Blocked(refusal=refusal(Kind.SERVICE, meta, INVALID_ROUTE_PORT, msg))
+    elif svc.ports:
+        port = svc.ports[0].port
+    else:
+        return _Blocked(skipped="no-service-port")
+    if not svc.ingress:
+        return _Blocked(skipped="waiting-for-address")
+    address = endpoint_address(svc.ingress[0])
+    if address is None:
+        msg = f"load-balancer address {svc.ingress[0]!r} is not an IP address; a Backend needs one"
+        return _Blocked(refusal=refusal(Kind.SERVICE, meta, NON_IP_ADDRESS, msg))
+    return _Wanted(address, port)
+
+
+def _network_block(svc: Service | None, namespace: str, snapshot: Snapshot, policy: Policy) -> _Blocked | None:
+    """None when the Service's network is cloud; otherwise why no Backend may be written here."""
+    net = network_type(svc.meta.annotations if svc else {}, namespace, snapshot, policy)
+    if isinstance(net, UnknownNetwork):
+        return _Blocked(skipped=net.skip)
+    if isinstance(net, InvalidNetwork):
+        if svc is None:
+            return _Blocked(skipped="invalid-network")
+        return _Blocked(refusal=refusal(Kind.SERVICE, svc.meta, net.reason, net.message))
+    return None if net.cloud else _Blocked(skipped="public-network")
+
+
+def _blocked(block: _Blocked) -> Decision:
+    return Decision(refusals=(block.refusal,) if block.refusal else (), skipped=block.skipped)
+
+
+def _owner_refs(svc: Service) -> list[JSON]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": svc.meta.name,
+            "uid": svc.meta.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def _endpoints(want: _Wanted) -> list[JSON]:
+    return [{"ip": {"address": want.address, "port": want.port}}]
+
+
+def _endpoints_match(backend: Backend, want: _Wanted) -> bool:
+    if len(backend.endpoints) != 1:
+        return False
+    ep = backend.endpoints[0]
+    return ep.fqdn is None and ep.unix is None and ep.port == want.port and _same_address(ep.ip, want.address)
+
+
+def reconcile_backend(service_key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
+    namespace, service_name = service_key
+    name = backend_name(service_name)
+    svc = snapshot.service(namespace, service_name)
+    backend = snapshot.backend(namespace, name)
+    if backend is not None:
+        if backend.meta.deletion_timestamp is not None:
+            return Decision(skipped="backend-being-deleted")
+        if not is_managed(backend, service_name, policy):
+            return Decision(skipped="backend-not-managed")
+
+    why_not = _asks(svc, snapshot, policy)
+    if why_not is not None:
+        if backend is None:
+            return Decision(skipped=why_not)
+        block = _network_block(svc, namespace, snapshot, policy)
+        if block is not None:
+            return Decision(skipped=block.skipped or why_not)  # no writes outside known cloud networks
+        delete = Delete(
+            Kind.BACKEND,
+            namespace,
+            name,
+            backend.meta.uid,
+            backend.meta.resource_version,
+            reason=f"Service {service_name}: {why_not}",
+        )
+        return Decision(writes=(delete,))
+
+    assert svc is not None  # _asks returns a reason when it is gone
+    block = _network_block(svc, namespace, snapshot, policy)
+    if block is not None:
+        return _blocked(block)
+    want = _wanted(svc, policy)
+    if isinstance(want, _Blocked):
+        return _blocked(want)
+
+    if backend is None:
+        body: JSON = {
+            "apiVersion": BACKEND_API_VERSION,
+            "kind": "Backend",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {policy.managed_by_label: policy.managed_by_value},
+                "ownerReferences": _owner_refs(svc),
+            },
+            "spec": {"endpoints": _endpoints(want)},
+        }
+        reason = f"Service {service_name} asks for a Backend at {want.address}:{want.port}"
+        return Decision(writes=(Create(Kind.BACKEND, namespace, body, reason),))
+
+    metadata: JSON = {"resourceVersion": backend.meta.resource_version}
+    body = {"metadata": metadata}
+    wanted_owner = OwnerRef(api_version="v1", kind="Service", name=svc.meta.name, uid=svc.meta.uid, controller=True)
+    if backend.meta.owner_refs != (wanted_owner,):
+        metadata["ownerReferences"] = _owner_refs(svc)
+    if not _endpoints_match(backend, want):
+        body["spec"] = {"endpoints": _endpoints(want)}
+    if len(metadata) == 1 and "spec" not in body:
+        return Decision()
+    reason = f"Backend of Service {service_name} is out of date"
+    patch = Patch(Kind.BACKEND, namespace, name, backend.meta.resource_version, body, reason)
+    return Decision(writes=(patch,))

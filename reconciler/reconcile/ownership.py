@@ -1,0 +1,71 @@
+"""Which objects are cert-manager's real HTTP-01 solver objects.
+
+Any tenant can put the solver labels on a Service or HTTPRoute, so the labels only say "claims to be a
+solver". The claim is believed when the object's controller owner reference names a Challenge that the
+cache holds, in the same namespace, and the object's checksum labels match that Challenge's dnsName and
+token (cert-manager derives them with adler32; a copied owner reference on another object fails there).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from reconciler.config import Policy
+from reconciler.model import CHALLENGE_GROUP, Challenge, Meta
+from reconciler.reconcile.intents import Kind, Refusal
+from reconciler.reconcile.snapshot import Snapshot
+
+NO_CHALLENGE_OWNER = "NoChallengeOwner"
+CHALLENGE_NOT_FOUND = "ChallengeNotFound"
+CHALLENGE_LABEL_MISMATCH = "ChallengeLabelMismatch"
+
+
+def refusal(kind: Kind, meta: Meta, reason: str, message: str) -> Refusal:
+    """A Refusal about the object `meta` describes."""
+    return Refusal(kind, meta.namespace, meta.name, meta.uid, reason, message)
+
+
+def checksum_label(value: str) -> str:
+    """cert-manager's solver label value for a dnsName or token: adler32 as a decimal string."""
+    return str(zlib.adler32(value.encode()))
+
+
+def carries_solver_markers(meta: Meta, kind: Kind, policy: Policy) -> bool:
+    """cert-manager's own selection: solver Services by the solver label, routes by the domain label."""
+    if kind is Kind.SERVICE:
+        return meta.labels.get(policy.solver_label) == "true"
+    if kind is Kind.HTTPROUTE:
+        return policy.domain_label in meta.labels
+    return False
+
+
+def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind) -> Challenge | Refusal | None:
+    """The Challenge that owns this solver object; None when the object makes no solver claim at all;
+    a Refusal when it claims to be a solver but the claim does not hold."""
+    if not carries_solver_markers(meta, kind, policy):
+        return None
+    ref = meta.controller_ref()
+    if ref is None or ref.kind != "Challenge" or ref.group != CHALLENGE_GROUP:
+        found = "no controller" if ref is None else f"controller {ref.kind} ({ref.api_version})"
+        return refusal(kind, meta, NO_CHALLENGE_OWNER, f"carries ACME solver labels but has {found}, not a Challenge")
+    challenge = snapshot.challenge_by_uid(ref.uid)
+    if challenge is None or challenge.meta.namespace != meta.namespace or challenge.meta.name != ref.name:
+        return refusal(
+            kind,
+            meta,
+            CHALLENGE_NOT_FOUND,
+            f"no Challenge {ref.name} with uid {ref.uid} in namespace {meta.namespace}",
+        )
+    expected = {
+        policy.domain_label: checksum_label(challenge.dns_name),
+        policy.token_label: checksum_label(challenge.token),
+    }
+    wrong = sorted(k for k, v in expected.items() if meta.labels.get(k) != v)
+    if wrong:
+        return refusal(
+            kind,
+            meta,
+            CHALLENGE_LABEL_MISMATCH,
+            f"labels {', '.join(wrong)} do not match Challenge {challenge.meta.name}",
+        )
+    return challenge
