@@ -36,8 +36,8 @@ async def run_until(
         async with anyio.create_task_group() as tg:
             tg.start_soon(informer.run)
             with anyio.fail_after(timeout):
-                while not condition(store, events):
-                    await anyio.sleep(0.01)  # noqa: ASYNC110 - polls a plain condition in a test
+                while not condition(store, events):  # noqa: ASYNC110 - polls a plain condition in a test
+                    await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     return store, events, metrics
 
