@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "acme-gateway-reconciler"
 WRITE_RESOURCES: dict[Kind, Resource] = {Kind.SERVICE: SERVICES, Kind.BACKEND: BACKENDS, Kind.HTTPROUTE: HTTPROUTES}
 API_VERSIONS = {Kind.SERVICE: "v1", Kind.BACKEND: BACKENDS.api_version, Kind.HTTPROUTE: HTTPROUTES.api_version}
+PAST = {"patch": "patched", "create": "created", "delete": "deleted"}
 REPORTED_MAX = 10_000
 DRAIN_SECONDS = 20.0
 
@@ -352,7 +353,7 @@ class Controller:
                 )
             return
         self.metrics.writes.labels(write.kind.value, verb, "success").inc()
-        log.info(f"{verb}d {write.kind.value}", extra=where)
+        log.info(f"{PAST[verb]} {write.kind.value}", extra=where)
 
     def _subject(self, loop: Loop, key: Key) -> tuple[Kind, Service | HTTPRoute] | None:
         obj = self.cache.service(*key) if loop.subject is Kind.SERVICE else self.cache.route(*key)

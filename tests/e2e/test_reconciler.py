@@ -1,0 +1,432 @@
+"""The reconciler, as `python -m reconciler run`, against the real API server with the upstream CRDs.
+
+It runs as the ServiceAccount identity bound only by `manifests/rbac.yaml`, so every test here is also
+an RBAC test, and every write it makes is validated by the real CRD schemas: a rejected write shows up as
+`acme_gateway_writes_total{result="rejected"}` and fails `assert_clean`.
+
+The gateway itself is not running here (the full-stack suite has it): `RoutedToBackend` is the
+self-check stand-in. It passes when the challenge's HTTPRoute sends the path to a Backend whose address
+is the solver Service's load-balancer address, i.e. when the shared gateway could reach the solver.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from testbed.certmanager import SolverConfig, set_state
+from testbed.harness import (
+    CertManager,
+    Metrics,
+    NamespaceFactory,
+    ProjectFactory,
+    ReconcilerProcess,
+    StartReconciler,
+    forget_namespace,
+)
+from testbed.kube import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, SERVICES, Kube, Obj, wait_for
+from testbed.kubedc import KubeDC, create_project, ensure_namespace, project_namespace
+
+pytestmark = pytest.mark.anyio
+
+SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
+DOMAIN_LABEL = "acme.cert-manager.io/http-domain"
+TOKEN_LABEL = "acme.cert-manager.io/http-token"
+BIND_ON_EIP = "service.nlb.kube-dc.com/bind-on-eip"
+CREATE_BACKEND = "service.nlb.kube-dc.com/create-gateway-backend"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+BACKEND_GROUP = "gateway.envoyproxy.io"
+WIRE_WITHIN = 20.0
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def controlled_by(obj: Obj, owner: Obj) -> bool:
+    return any(
+        ref.get("controller") and ref.get("uid") == owner["metadata"]["uid"]
+        for ref in obj["metadata"].get("ownerReferences", [])
+    )
+
+
+async def solver_service(api: Kube, ch: Obj) -> Obj | None:
+    for svc in await api.list(SERVICES, ch["metadata"]["namespace"]):
+        if controlled_by(svc, ch):
+            return svc
+    return None
+
+
+async def solver_route(api: Kube, ch: Obj) -> Obj | None:
+    for route in await api.list(HTTPROUTES, ch["metadata"]["namespace"]):
+        if controlled_by(route, ch):
+            return route
+    return None
+
+
+def refs(route: Obj) -> list[Obj]:
+    return [ref for rule in route["spec"]["rules"] for ref in rule.get("backendRefs", [])]
+
+
+def ingress_ip(svc: Obj) -> str | None:
+    ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
+    return ingress[0].get("ip") if ingress else None
+
+
+@dataclass(frozen=True)
+class RoutedToBackend:
+    """Self-check stand-in for the shared gateway: the challenge path reaches the solver only through a
+    Backend at the Service's load-balancer address (a Service backendRef is unreachable in a cloud
+    project). `propagation` mirrors the gateway's config delay after cert-manager's revert."""
+
+    api: Kube
+    propagation: float = 1.0
+
+    async def __call__(self, ch: Obj) -> bool:
+        with anyio.move_on_after(self.propagation):
+            while True:
+                if await self._routed(ch):
+                    return True
+                await anyio.sleep(0.05)
+        return False
+
+    async def _routed(self, ch: Obj) -> bool:
+        route, svc = await solver_route(self.api, ch), await solver_service(self.api, ch)
+        if route is None or svc is None:
+            return False
+        ns = ch["metadata"]["namespace"]
+        for ref in refs(route):
+            if ref.get("kind") != "Backend":
+                return False
+            backend = await self.api.get_or_none(BACKENDS, ref["name"], ns)
+            if backend is None:
+                return False
+            endpoint = backend["spec"]["endpoints"][0].get("ip", {})
+            if endpoint.get("address") != ingress_ip(svc) or endpoint.get("port") != svc["spec"]["ports"][0]["port"]:
+                return False
+        return bool(refs(route))
+
+
+def fast_solver(api: Kube) -> SolverConfig:
+    """cert-manager's loop with its revert-before-check, on a compressed clock."""
+    return SolverConfig(
+        self_check=RoutedToBackend(api), required_passes=2, pass_interval=0.2, retry_period=1.0, give_up_after=60
+    )
+
+
+async def metrics_when(rec: ReconcilerProcess, check: Any, what: str, within: float = WIRE_WITHIN) -> Metrics:
+    async def probe() -> Metrics | None:
+        m = await rec.metrics()
+        return m if check(m) else None
+
+    return await wait_for(probe, within=within, what=what)
+
+
+def writes(m: Metrics, **labels: str) -> float:
+    return m.total("acme_gateway_writes_total", **labels)
+
+
+def assert_clean(m: Metrics, rec: ReconcilerProcess) -> None:
+    """No write rejected by the API server (CRD schemas, CEL, RBAC), no reconcile crashed, and no RBAC
+    denial at all (403s from namespaces other tests are deleting are not RBAC's)."""
+    assert writes(m, result="rejected") == 0
+    assert m.total("acme_gateway_reconcile_errors_total") == 0
+    assert 'User \\"system:serviceaccount' not in rec.log()
+    assert 'User "system:serviceaccount' not in rec.log()
+
+
+async def wired(api: Kube, ch: Obj) -> tuple[Obj, Obj, Obj] | None:
+    """(Service, Backend, route) once the whole chain is in place."""
+    svc = await solver_service(api, ch)
+    route = await solver_route(api, ch)
+    if svc is None or route is None or svc["spec"]["type"] != "LoadBalancer":
+        return None
+    backend = await api.get_or_none(BACKENDS, f"{svc['metadata']['name']}-backend", ch["metadata"]["namespace"])
+    if backend is None or any(r.get("kind") != "Backend" for r in refs(route)):
+        return None
+    return svc, backend, route
+
+
+async def warnings_for(api: Kube, namespace: str, name: str) -> set[str]:
+    events = await api.list(EVENTS, namespace)
+    return {
+        e["reason"]
+        for e in events
+        if e["involvedObject"]["name"] == name
+        and e["type"] == "Warning"
+        and e.get("source", {}).get("component") == "acme-gateway-reconciler"
+    }
+
+
+# --- tests ---------------------------------------------------------------------------------------------
+
+
+async def test_cloud_project_challenge_is_wired_end_to_end(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler()
+    await cert_manager.start(fast_solver(api), namespaces=[p.namespace])
+    ch = await cert_manager.challenge(p.namespace, "app.example.test")
+
+    svc, backend, route = await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="solver wired")
+    name = svc["metadata"]["name"]
+    annotations = svc["metadata"]["annotations"]
+    assert annotations[BIND_ON_EIP] == "default-gw"
+    assert annotations[CREATE_BACKEND] == "true"
+    assert svc["spec"]["ports"][0]["port"] == 8089
+    assert svc["spec"]["ports"][0]["targetPort"] == 8089
+    assert ingress_ip(svc) == p.address
+
+    assert backend["spec"]["endpoints"] == [{"ip": {"address": p.address, "port": 8089}}]
+    assert backend["metadata"]["labels"][MANAGED_BY] == "acme-gateway-reconciler"
+    assert backend["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": name,
+            "uid": svc["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert refs(route) == [
+        {"group": BACKEND_GROUP, "kind": "Backend", "name": f"{name}-backend", "port": 8089, "weight": 1}
+    ]
+
+    async def valid() -> bool:
+        fresh = await api.get(CHALLENGES, ch["metadata"]["name"], p.namespace)
+        return fresh.get("status", {}).get("state") == "valid"
+
+    await wait_for(valid, within=30, what="challenge valid")
+    project_label = f"{p.org_namespace}/{p.name}"
+    m = await metrics_when(
+        rec,
+        lambda m: m.value("acme_gateway_challenge_outcomes_total", project=project_label, outcome="success") == 1,
+        "challenge success counted",
+    )
+    assert writes(m, kind="Service", verb="patch", result="success") == 1
+    assert writes(m, kind="Backend", verb="create", result="success") == 1
+    assert writes(m, kind="HTTPRoute", verb="patch", result="success") >= 1
+    assert m.total("acme_gateway_route_wiring_seconds_count") == 1
+    assert m.total("acme_gateway_challenge_outcomes_total", outcome="failure") == 0
+
+    # cert-manager's CleanUp deletes the solver Service; the Backend must not outlive it.
+    await wait_for(lambda: _gone(api, SERVICES, name, p.namespace), within=WIRE_WITHIN, what="solver Service gone")
+    await wait_for(
+        lambda: _gone(api, BACKENDS, f"{name}-backend", p.namespace), within=WIRE_WITHIN, what="Backend gone"
+    )
+    assert_clean(await rec.metrics(), rec)
+
+
+async def _gone(api: Kube, resource: Any, name: str, namespace: str) -> bool:
+    return await api.get_or_none(resource, name, namespace) is None
+
+
+async def test_failed_challenge_counts_as_failure_once(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler()
+    ch = await cert_manager.challenge(p.namespace, "broken.example.test", finalizer=False)
+    await set_state(api, p.namespace, ch["metadata"]["name"], "invalid", "self check never passed")
+    await set_state(api, p.namespace, ch["metadata"]["name"], "invalid", "touched again")
+    label = f"{p.org_namespace}/{p.name}"
+    await metrics_when(
+        rec,
+        lambda m: (
+            m.value("acme_gateway_challenge_outcomes_total", project=label, outcome="failure", state="invalid") == 1
+        ),
+        "failure counted",
+    )
+    # A restarted reconciler finds the challenge already final and does not count it again.
+    await rec.restart()
+    m = await rec.metrics()
+    assert m.total("acme_gateway_challenge_outcomes_total") == 0
+
+
+async def test_public_unknown_and_look_alike_objects_are_left_alone(
+    api: Kube,
+    project: ProjectFactory,
+    namespaces: NamespaceFactory,
+    cert_manager: CertManager,
+    reconciler: StartReconciler,
+) -> None:
+    public = await project("public")
+    cloud = await project("cloud")
+    unknown_ns = await namespaces("noproject")
+    rec = await reconciler()
+
+    public_ch = await cert_manager.challenge(public.namespace, "pub.example.test", finalizer=False)
+    unknown_ch = await cert_manager.challenge(unknown_ns, "unknown.example.test", finalizer=False)
+    public_objs = await cert_manager.present(public_ch)
+    unknown_objs = await cert_manager.present(unknown_ch)
+
+    # Look-alikes in a cloud project: the solver labels without a Challenge owner, and an owner
+    # reference to a Challenge that does not exist.
+    labels = {SOLVER_LABEL: "true", DOMAIN_LABEL: str(zlib.adler32(b"x.test")), TOKEN_LABEL: "1"}
+    forged = await api.create(SERVICES, _service("forged", labels), cloud.namespace)
+    ghost_owner = {
+        "apiVersion": "acme.cert-manager.io/v1",
+        "kind": "Challenge",
+        "name": "ghost",
+        "uid": "00000000-0000-0000-0000-000000000001",
+        "controller": True,
+    }
+    ghost = await api.create(SERVICES, _service("ghost", labels, owner=ghost_owner), cloud.namespace)
+    forged_route = await api.create(HTTPROUTES, _route("forged-route", labels, "forged"), cloud.namespace)
+
+    # A real challenge in the cloud project proves the reconciler saw and processed the events.
+    real = await cert_manager.challenge(cloud.namespace, "real.example.test", finalizer=False)
+    await cert_manager.present(real)
+    await wait_for(lambda: wired(api, real), within=WIRE_WITHIN, what="control challenge wired")
+
+    async def refused() -> set[str] | None:
+        reasons = (
+            await warnings_for(api, cloud.namespace, "forged")
+            | await warnings_for(api, cloud.namespace, "ghost")
+            | await warnings_for(api, cloud.namespace, "forged-route")
+        )
+        return reasons if {"NoChallengeOwner", "ChallengeNotFound"} <= reasons else None
+
+    reasons = await wait_for(refused, within=WIRE_WITHIN, what="Warning events on look-alikes")
+    assert reasons == {"NoChallengeOwner", "ChallengeNotFound"}
+
+    for before in (public_objs.service, unknown_objs.service, forged):
+        after = await api.get(SERVICES, before["metadata"]["name"], before["metadata"]["namespace"])
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "untouched"
+    # The garbage collector deletes a Service whose owner does not exist; until then it stays untouched.
+    ghost_now = await api.get_or_none(SERVICES, "ghost", cloud.namespace)
+    assert ghost_now is None or ghost_now["metadata"]["resourceVersion"] == ghost["metadata"]["resourceVersion"]
+    for before in (public_objs.route, unknown_objs.route, forged_route):
+        after = await api.get(HTTPROUTES, before["metadata"]["name"], before["metadata"]["namespace"])
+        assert after["spec"] == before["spec"]
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "untouched"
+    for ns in (public.namespace, unknown_ns):
+        assert await api.list(BACKENDS, ns) == []
+
+    m = await rec.metrics()
+    # Exactly the control challenge's three writes; none for the other objects.
+    assert writes(m, result="success") == 3
+    assert writes(m, kind="Service", verb="patch", result="success") == 1
+    assert writes(m, kind="Backend", verb="create", result="success") == 1
+    assert writes(m, kind="HTTPRoute", verb="patch", result="success") == 1
+    assert m.total("acme_gateway_refusals_total", reason="NoChallengeOwner") == 2  # forged Service and route
+    assert m.total("acme_gateway_refusals_total", reason="ChallengeNotFound") == 1
+    assert_clean(m, rec)
+
+
+def _service(name: str, labels: dict[str, str], owner: Obj | None = None) -> Obj:
+    meta: Obj = {"name": name, "labels": labels}
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 8089, "targetPort": 8089}]},
+    }
+
+
+def _route(name: str, labels: dict[str, str], service: str) -> Obj:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "parentRefs": [{"name": "eg", "namespace": "envoy-gateway-system"}],
+            "hostnames": ["x.test"],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "Exact", "value": "/.well-known/acme-challenge/x"}}],
+                    "backendRefs": [{"name": service, "port": 8089}],
+                }
+            ],
+        },
+    }
+
+
+async def test_deleting_the_solver_service_garbage_collects_the_backend(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler()
+    ch = await cert_manager.challenge(p.namespace, "gc.example.test", finalizer=False)
+    await cert_manager.present(ch)
+    svc, backend, _ = await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired")
+    await rec.kill()  # the garbage collector alone must clean up, through the owner reference
+    await api.delete(SERVICES, svc["metadata"]["name"], p.namespace)
+    await wait_for(
+        lambda: _gone(api, BACKENDS, backend["metadata"]["name"], p.namespace),
+        within=60,
+        what="Backend garbage-collected",
+    )
+
+
+async def test_a_project_appearing_requeues_its_namespace(
+    api: Kube, kubedc: KubeDC, namespaces: NamespaceFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    org = await namespaces("org")
+    name = "late"
+    ns = project_namespace(org, name)
+    await ensure_namespace(api, ns)
+    try:
+        rec = await reconciler(args=["--resync-period", "0"])  # only the Project's event can trigger it
+        ch = await cert_manager.challenge(ns, "late.example.test", finalizer=False)
+        await cert_manager.present(ch)
+        await anyio.sleep(1.0)
+        svc = await solver_service(api, ch)
+        assert svc is not None
+        assert svc["spec"]["type"] == "NodePort", "no Project yet: unknown, untouched"
+
+        kubedc.assign(ns, "127.65.200.1")
+        await create_project(api, org, name, "cloud")
+        await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired after the Project appeared")
+        assert_clean(await rec.metrics(), rec)
+    finally:
+        await forget_namespace(api, ns)
+
+
+async def test_killed_mid_flow_converges_without_duplicates(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler()
+    ch = await cert_manager.challenge(p.namespace, "crash.example.test", finalizer=False)
+    await cert_manager.present(ch)
+
+    async def patched() -> Obj | None:
+        svc = await solver_service(api, ch)
+        return svc if svc and svc["spec"]["type"] == "LoadBalancer" else None
+
+    await wait_for(patched, within=WIRE_WITHIN, what="Service patched")
+    await rec.restart(crash=True)  # SIGKILL: no drain, whatever was in flight is lost
+    svc, backend, _ = await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired after restart")
+    assert [b["metadata"]["name"] for b in await api.list(BACKENDS, p.namespace)] == [backend["metadata"]["name"]]
+
+    # A third start on the converged world writes nothing at all.
+    await rec.restart()
+    await anyio.sleep(1.5)
+    m = await rec.metrics()
+    assert writes(m) == 0
+    assert_clean(m, rec)
+    assert len(await api.list(BACKENDS, p.namespace)) == 1
+
+
+async def test_reverted_route_is_patched_again(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler()
+    ch = await cert_manager.challenge(p.namespace, "revert.example.test", finalizer=False)
+    await cert_manager.present(ch)
+    await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired")
+    objects = await cert_manager.present(ch)  # cert-manager's revert before a self-check
+    assert objects.route_reverted
+    await wait_for(lambda: wired(api, ch), within=5, what="re-patched after the revert")
+    m = await rec.metrics()
+    assert writes(m, kind="HTTPRoute", verb="patch", result="success") == 2
+    assert writes(m, kind="Backend", verb="create") == 1
