@@ -404,7 +404,7 @@ async def test_killed_mid_flow_converges_without_duplicates(
 
     await wait_for(patched, within=WIRE_WITHIN, what="Service patched")
     await rec.restart(crash=True)  # SIGKILL: no drain, whatever was in flight is lost
-    svc, backend, _ = await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired after restart")
+    _, backend, _ = await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired after restart")
     assert [b["metadata"]["name"] for b in await api.list(BACKENDS, p.namespace)] == [backend["metadata"]["name"]]
 
     # A third start on the converged world writes nothing at all.
