@@ -70,7 +70,7 @@ async def test_all_crds_established_and_served(control_plane: ControlPlane, api:
         crd = await api.get(CRDS, name)
         conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
         assert conditions["Established"] == "True", name
-    assert await api.list(HTTPROUTES) == []  # served
+    assert isinstance(await api.list(HTTPROUTES), list)  # served (other tests may have made some)
 
 
 async def test_project_is_valid_and_schema_is_enforced(
