@@ -108,7 +108,9 @@ def find_binaries() -> Path:
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    out, _ = proc.communicate()
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # stderr belongs to the pump thread: communicate() would race it
+    proc.wait()
     pumper.join(timeout=5)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
