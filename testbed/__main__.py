@@ -1,4 +1,5 @@
-"""``python -m testbed up [--keep-running]``: start the control plane by hand, to explore or to time it."""
+"""``python -m testbed up [--keep-running]`` (the control plane alone, to explore or time it) and
+``python -m testbed demo [--exit]`` (one ACME challenge wired end to end; the README's run command)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import contextlib
 import sys
 import threading
 
+import anyio
+
 from testbed.controlplane import ControlPlane
+from testbed.demo import demo
 
 
 def up(keep_running: bool) -> int:
@@ -31,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start etcd, kube-apiserver, kube-controller-manager and the CRDs")
     up_parser.add_argument("--keep-running", action="store_true", help="wait for Ctrl-C before stopping")
+    demo_parser = sub.add_parser("demo", help="start everything and wire one ACME challenge in a cloud project")
+    demo_parser.add_argument("--exit", action="store_true", help="stop after the walk-through instead of waiting")
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args.keep_running)
+    if args.command == "demo":
+        return anyio.run(demo, not args.exit)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -4,21 +4,20 @@ It runs as the ServiceAccount identity bound only by `manifests/rbac.yaml`, so e
 an RBAC test, and every write it makes is validated by the real CRD schemas: a rejected write shows up as
 `acme_gateway_writes_total{result="rejected"}` and fails `assert_clean`.
 
-The gateway itself is not running here (the full-stack suite has it): `RoutedToBackend` is the
-self-check stand-in. It passes when the challenge's HTTPRoute sends the path to a Backend whose address
-is the solver Service's load-balancer address, i.e. when the shared gateway could reach the solver.
+The gateway itself is not running here (the full-stack suite has it): `testbed.gatewaycheck` is the
+self-check stand-in.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import pytest
 
 from testbed.certmanager import SolverConfig, set_state
+from testbed.gatewaycheck import RoutedToBackend, backend_refs, ingress_ip, solver_route, solver_service
 from testbed.harness import (
     CertManager,
     Metrics,
@@ -44,70 +43,6 @@ WIRE_WITHIN = 20.0
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def controlled_by(obj: Obj, owner: Obj) -> bool:
-    return any(
-        ref.get("controller") and ref.get("uid") == owner["metadata"]["uid"]
-        for ref in obj["metadata"].get("ownerReferences", [])
-    )
-
-
-async def solver_service(api: Kube, ch: Obj) -> Obj | None:
-    for svc in await api.list(SERVICES, ch["metadata"]["namespace"]):
-        if controlled_by(svc, ch):
-            return svc
-    return None
-
-
-async def solver_route(api: Kube, ch: Obj) -> Obj | None:
-    for route in await api.list(HTTPROUTES, ch["metadata"]["namespace"]):
-        if controlled_by(route, ch):
-            return route
-    return None
-
-
-def refs(route: Obj) -> list[Obj]:
-    return [ref for rule in route["spec"]["rules"] for ref in rule.get("backendRefs", [])]
-
-
-def ingress_ip(svc: Obj) -> str | None:
-    ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
-    return ingress[0].get("ip") if ingress else None
-
-
-@dataclass(frozen=True)
-class RoutedToBackend:
-    """Self-check stand-in for the shared gateway: the challenge path reaches the solver only through a
-    Backend at the Service's load-balancer address (a Service backendRef is unreachable in a cloud
-    project). `propagation` mirrors the gateway's config delay after cert-manager's revert."""
-
-    api: Kube
-    propagation: float = 1.0
-
-    async def __call__(self, ch: Obj) -> bool:
-        with anyio.move_on_after(self.propagation):
-            while True:
-                if await self._routed(ch):
-                    return True
-                await anyio.sleep(0.05)
-        return False
-
-    async def _routed(self, ch: Obj) -> bool:
-        route, svc = await solver_route(self.api, ch), await solver_service(self.api, ch)
-        if route is None or svc is None:
-            return False
-        ns = ch["metadata"]["namespace"]
-        for ref in refs(route):
-            if ref.get("kind") != "Backend":
-                return False
-            backend = await self.api.get_or_none(BACKENDS, ref["name"], ns)
-            if backend is None:
-                return False
-            endpoint = backend["spec"]["endpoints"][0].get("ip", {})
-            if endpoint.get("address") != ingress_ip(svc) or endpoint.get("port") != svc["spec"]["ports"][0]["port"]:
-                return False
-        return bool(refs(route))
 
 
 def fast_solver(api: Kube) -> SolverConfig:
@@ -145,7 +80,7 @@ async def wired(api: Kube, ch: Obj) -> tuple[Obj, Obj, Obj] | None:
     if svc is None or route is None or svc["spec"]["type"] != "LoadBalancer":
         return None
     backend = await api.get_or_none(BACKENDS, f"{svc['metadata']['name']}-backend", ch["metadata"]["namespace"])
-    if backend is None or any(r.get("kind") != "Backend" for r in refs(route)):
+    if backend is None or any(r.get("kind") != "Backend" for r in backend_refs(route)):
         return None
     return svc, backend, route
 
@@ -193,7 +128,7 @@ async def test_cloud_project_challenge_is_wired_end_to_end(
             "blockOwnerDeletion": True,
         }
     ]
-    assert refs(route) == [
+    assert backend_refs(route) == [
         {"group": BACKEND_GROUP, "kind": "Backend", "name": f"{name}-backend", "port": 8089, "weight": 1}
     ]
 

@@ -1,0 +1,87 @@
+"""Self-check stand-in for the shared gateway, for runs without Envoy (the full-stack suite has a real one).
+
+In a kube-dc cloud project the gateway reaches a solver only through an Envoy Gateway Backend at the
+solver Service's load-balancer address; a Service backendRef resolves to unreachable pod addresses (503).
+`RoutedToBackend` passes exactly when the Challenge's HTTPRoute would get there that way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+
+from testbed.kube import BACKENDS, HTTPROUTES, SERVICES, Kube, Obj
+
+
+def controlled_by(obj: Obj, owner: Obj) -> bool:
+    """True when ``obj`` has a controller owner reference to ``owner``."""
+    return any(
+        ref.get("controller") and ref.get("uid") == owner["metadata"]["uid"]
+        for ref in obj["metadata"].get("ownerReferences", [])
+    )
+
+
+async def solver_service(api: Kube, ch: Obj) -> Obj | None:
+    """The solver Service cert-manager made for ``ch``."""
+    for svc in await api.list(SERVICES, ch["metadata"]["namespace"]):
+        if controlled_by(svc, ch):
+            return svc
+    return None
+
+
+async def solver_route(api: Kube, ch: Obj) -> Obj | None:
+    """The solver HTTPRoute cert-manager made for ``ch``."""
+    for route in await api.list(HTTPROUTES, ch["metadata"]["namespace"]):
+        if controlled_by(route, ch):
+            return route
+    return None
+
+
+def backend_refs(route: Obj) -> list[Obj]:
+    """All backendRefs of all rules."""
+    return [ref for rule in route["spec"]["rules"] for ref in rule.get("backendRefs", [])]
+
+
+def ingress_ip(svc: Obj) -> str | None:
+    """``status.loadBalancer.ingress[0].ip``."""
+    ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
+    return ingress[0].get("ip") if ingress else None
+
+
+@dataclass(frozen=True)
+class RoutedToBackend:
+    """Passes when the challenge path reaches the solver through a Backend at its load-balancer address.
+
+    ``propagation`` stands for the gateway's config delay: cert-manager reverts its route just before a
+    check, and a real gateway keeps serving the previous config for a moment.
+    """
+
+    api: Kube
+    propagation: float = 1.0
+
+    async def __call__(self, ch: Obj) -> bool:
+        """One self-check."""
+        with anyio.move_on_after(self.propagation):
+            while True:
+                if await self.routed(ch):
+                    return True
+                await anyio.sleep(0.05)
+        return False
+
+    async def routed(self, ch: Obj) -> bool:
+        """The check without waiting."""
+        route, svc = await solver_route(self.api, ch), await solver_service(self.api, ch)
+        if route is None or svc is None:
+            return False
+        refs = backend_refs(route)
+        for ref in refs:
+            if ref.get("kind") != "Backend":
+                return False
+            backend = await self.api.get_or_none(BACKENDS, ref["name"], ch["metadata"]["namespace"])
+            if backend is None:
+                return False
+            endpoint = backend["spec"]["endpoints"][0].get("ip", {})
+            if endpoint.get("address") != ingress_ip(svc) or endpoint.get("port") != svc["spec"]["ports"][0]["port"]:
+                return False
+        return bool(refs)
