@@ -334,6 +334,11 @@ class Controller:
                 self.metrics.writes.labels(write.kind.value, verb, "not_found").inc()
                 log.info(f"{verb} target is gone", extra=where)
                 return
+            if exc.namespace_terminating:
+                # Everything in it is going away; nothing to fix and nobody to tell.
+                self.metrics.writes.labels(write.kind.value, verb, "namespace_terminating").inc()
+                log.info(f"{verb} skipped: namespace is being deleted", extra=where)
+                return
             if exc.transient:
                 self.metrics.writes.labels(write.kind.value, verb, "error").inc()
                 log.warning(f"{verb} failed", extra={**where, "status": exc.status, "error": exc.message})

@@ -65,6 +65,11 @@ class ApiError(Exception):
         return self.status == 404
 
     @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: the API server refuses new content (403, not an RBAC denial)."""
+        return self.status == 403 and "because it is being terminated" in self.message
+
+    @property
     def gone(self) -> bool:
         return self.status == 410
 

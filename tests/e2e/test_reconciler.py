@@ -103,7 +103,7 @@ async def test_cloud_project_challenge_is_wired_end_to_end(
     api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
 ) -> None:
     p = await project("cloud")
-    rec = await reconciler()
+    rec = await reconciler(args=["--namespaces", p.namespace])
     await cert_manager.start(fast_solver(api), namespaces=[p.namespace])
     ch = await cert_manager.challenge(p.namespace, "app.example.test")
 
@@ -165,7 +165,7 @@ async def test_failed_challenge_counts_as_failure_once(
     api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
 ) -> None:
     p = await project("cloud")
-    rec = await reconciler()
+    rec = await reconciler(args=["--namespaces", p.namespace])
     ch = await cert_manager.challenge(p.namespace, "broken.example.test", finalizer=False)
     await set_state(api, p.namespace, ch["metadata"]["name"], "invalid", "self check never passed")
     await set_state(api, p.namespace, ch["metadata"]["name"], "invalid", "touched again")
@@ -193,7 +193,8 @@ async def test_public_unknown_and_look_alike_objects_are_left_alone(
     public = await project("public")
     cloud = await project("cloud")
     unknown_ns = await namespaces("noproject")
-    rec = await reconciler()
+    # Scoped, so writes other tests' leftovers cause cannot blur the count below.
+    rec = await reconciler(args=["--namespaces", f"{public.namespace},{cloud.namespace},{unknown_ns}"])
 
     public_ch = await cert_manager.challenge(public.namespace, "pub.example.test", finalizer=False)
     unknown_ch = await cert_manager.challenge(unknown_ns, "unknown.example.test", finalizer=False)
@@ -329,7 +330,7 @@ async def test_killed_mid_flow_converges_without_duplicates(
     api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
 ) -> None:
     p = await project("cloud")
-    rec = await reconciler()
+    rec = await reconciler(args=["--namespaces", p.namespace])
     ch = await cert_manager.challenge(p.namespace, "crash.example.test", finalizer=False)
     await cert_manager.present(ch)
 
@@ -355,7 +356,7 @@ async def test_reverted_route_is_patched_again(
     api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
 ) -> None:
     p = await project("cloud")
-    rec = await reconciler()
+    rec = await reconciler(args=["--namespaces", p.namespace])
     ch = await cert_manager.challenge(p.namespace, "revert.example.test", finalizer=False)
     await cert_manager.present(ch)
     await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired")
