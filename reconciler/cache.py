@@ -46,6 +46,7 @@ class ClusterCache:
         self.routes: Store[HTTPRoute] = Store(
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SERVICE_BACKEND_REF: route_service_refs}
         )
+        self.shadows: Store[HTTPRoute] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
         self.challenges: Store[Challenge] = Store({NAMESPACE: by_namespace, UID: by_uid})
         self.projects: Store[Project] = Store({PROJECT_NAMESPACE: project_namespace})
 
@@ -60,6 +61,12 @@ class ClusterCache:
 
     def route(self, namespace: str, name: str) -> HTTPRoute | None:
         return self.routes.get((namespace, name))
+
+    def routes_controlled_by(self, uid: str) -> Sequence[HTTPRoute]:
+        return self.routes.by_index(CONTROLLER_UID, uid)
+
+    def shadow_route(self, namespace: str, name: str) -> HTTPRoute | None:
+        return self.shadows.get((namespace, name))
 
     def routes_for_service(self, namespace: str, service: str) -> Sequence[HTTPRoute]:
         return self.routes.by_index(SERVICE_BACKEND_REF, f"{namespace}/{service}")

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--backend-mode", choices=[m.value for m in BackendMode], help="which Services get a managed Backend")
     a("--route-mode", choices=[m.value for m in RouteMode], help="how challenge paths reach the Backend")
     a("--eip-name", help="EIP solver Services bind on (default default-gw)")
+    a("--solver-port-range", metavar="LOW-HIGH", help="external ports for solver Services on the EIP (8089-8188)")
     a("--service-workers", type=int)
     a("--backend-workers", type=int)
     a("--route-workers", type=int)

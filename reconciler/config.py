@@ -24,7 +24,9 @@ class BackendMode(StrEnum):
 class RouteMode(StrEnum):
     """How a solver's challenge path reaches its Backend."""
 
-    PATCH = "patch"  # rewrite cert-manager's HTTPRoute backendRefs in place (the PRD's design)
+    SHADOW = "shadow"  # a companion HTTPRoute that wins by precedence; cert-manager's route is never edited
+    PATCH = "patch"  # rewrite cert-manager's HTTPRoute backendRefs in place (the PRD's design; reverted by
+    # cert-manager before every self-check, and re-patched)
 
 
 class LogFormat(StrEnum):
@@ -44,11 +46,14 @@ class Policy(BaseModel):
     bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
     create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
     route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
+    bind_on_default_gw_annotation: str = "service.nlb.kube-dc.com/bind-on-default-gw-eip"
     eip_name: str = "default-gw"
     managed_by_label: str = "app.kubernetes.io/managed-by"
     managed_by_value: str = "acme-gateway-reconciler"
     backend_mode: BackendMode = BackendMode.ALL
-    route_mode: RouteMode = RouteMode.PATCH
+    route_mode: RouteMode = RouteMode.SHADOW
+    solver_ports: tuple[int, int] = (8089, 8188)
+    """Inclusive range of external ports solver Services get on the EIP (one per concurrent challenge)."""
 
     def annotation_keys(self) -> frozenset[str]:
         """Annotations the cache keeps; every other annotation is dropped at the watch."""
@@ -58,6 +63,7 @@ class Policy(BaseModel):
                 self.bind_on_eip_annotation,
                 self.create_backend_annotation,
                 self.route_port_annotation,
+                self.bind_on_default_gw_annotation,
             }
         )
 
@@ -81,11 +87,13 @@ class Settings(BaseSettings):
     bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
     create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
     route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
+    bind_on_default_gw_annotation: str = "service.nlb.kube-dc.com/bind-on-default-gw-eip"
     eip_name: str = Field(default="default-gw", description="EIP the solver Services bind on")
     managed_by_label: str = "app.kubernetes.io/managed-by"
     managed_by_value: str = "acme-gateway-reconciler"
     backend_mode: BackendMode = BackendMode.ALL
-    route_mode: RouteMode = RouteMode.PATCH
+    route_mode: RouteMode = RouteMode.SHADOW
+    solver_port_range: str = Field(default="8089-8188", description="LOW-HIGH external ports for solver Services")
 
     service_workers: int = Field(default=2, ge=1, le=64)
     backend_workers: int = Field(default=2, ge=1, le=64)
@@ -106,6 +114,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [n.strip() for n in value.split(",") if n.strip()]
         return value
+
+    @field_validator("solver_port_range")
+    @classmethod
+    def _check_port_range(cls, value: str) -> str:
+        low, sep, high = value.partition("-")
+        if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+            raise ValueError("solver port range must be LOW-HIGH, e.g. 8089-8188")
+        if not 1 <= int(low) <= int(high) <= 65535:
+            raise ValueError("solver port range must satisfy 1 <= LOW <= HIGH <= 65535")
+        return f"{int(low)}-{int(high)}"
 
     @field_validator("log_level")
     @classmethod
@@ -128,4 +146,6 @@ class Settings(BaseSettings):
         return host or "0.0.0.0", int(port)
 
     def policy(self) -> Policy:
-        return Policy(**{name: getattr(self, name) for name in Policy.model_fields})
+        low, _, high = self.solver_port_range.partition("-")
+        shared = {name: getattr(self, name) for name in Policy.model_fields if name != "solver_ports"}
+        return Policy(**shared, solver_ports=(int(low), int(high)))

@@ -11,7 +11,7 @@ import logging
 import random
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from reconciler.cache import BACKEND_SUFFIX, CONTROLLER_UID, NAMESPACE, ClusterCache
+from reconciler.cache import BACKEND_SUFFIX, CONTROLLER_UID, NAMESPACE, ClusterCache, route_service_refs
 from reconciler.config import Policy, Settings
 from reconciler.kube.client import ApiError, KubeClient
 from reconciler.kube.informer import DELETED, Informer
@@ -27,7 +27,7 @@ from reconciler.kube.queue import WorkQueue
 from reconciler.kube.resources import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, PROJECTS, SERVICES, Resource
 from reconciler.metrics import Metrics
 from reconciler.model import Backend, Challenge, HTTPRoute, Key, Project, Service
-from reconciler.reconcile import backends, challenges, routes, services
+from reconciler.reconcile import backends, challenges, routes, services, shadows
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal, Write
 from reconciler.reconcile.snapshot import Snapshot
 
@@ -41,6 +41,11 @@ REPORTED_MAX = 10_000
 DRAIN_SECONDS = 20.0
 
 Reconcile = Callable[[Key, Snapshot, Policy], Decision]
+
+
+def _routed(route: HTTPRoute) -> bool:
+    refs = route.backend_refs()
+    return bool(refs) and all(ref.kind == "Backend" for ref in refs)
 
 
 class Requeue(Exception):
@@ -83,7 +88,14 @@ class Controller:
             "routes": Loop(
                 "routes", WorkQueue("routes", metrics), routes.reconcile_route, settings.route_workers, Kind.HTTPROUTE
             ),
+            "shadows": Loop(
+                "shadows", WorkQueue("shadows", metrics), shadows.reconcile_shadow, settings.route_workers, Kind.SERVICE
+            ),
         }
+        # Port allocation reads every Service of a namespace: decisions there are taken one at a time,
+        # each seeing the previous one's result (written through to the cache).
+        self._namespace_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        self._reverted: set[str] = set()
         self.informers = self._build_informers()
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._counted_challenges: set[str] = set()
@@ -130,6 +142,8 @@ class Controller:
         add(SERVICES, Service, self.cache.services, self._on_service, scoped)
         add(BACKENDS, Backend, self.cache.backends, self._on_backend, scoped)
         add(HTTPROUTES, HTTPRoute, self.cache.routes, self._on_route, scoped, selector=self.policy.domain_label)
+        managed = f"{self.policy.managed_by_label}={self.policy.managed_by_value}"
+        add(HTTPROUTES, HTTPRoute, self.cache.shadows, self._on_shadow, scoped, selector=managed)
         return informers
 
     def ready(self) -> bool:
@@ -140,6 +154,7 @@ class Controller:
     def _enqueue_service(self, key: Key) -> None:
         self.loops["services"].queue.add(key)
         self.loops["backends"].queue.add(key)
+        self.loops["shadows"].queue.add(key)
         for route in self.cache.routes_for_service(*key):
             self.loops["routes"].queue.add(route.meta.key)
 
@@ -147,6 +162,11 @@ class Controller:
         obj = new or old
         assert obj is not None
         self._enqueue_service(obj.meta.key)
+        if old is None or new is None or old.ports != new.ports or old.type != new.type:
+            # A port taken or freed on the project's EIP can change another solver's allocation.
+            for svc in self.cache.services.by_index(NAMESPACE, obj.meta.namespace):
+                if svc.meta.key != obj.meta.key and svc.meta.labels.get(self.policy.solver_label) == "true":
+                    self.loops["services"].queue.add(svc.meta.key)
 
     def _on_backend(self, _: str, old: Backend | None, new: Backend | None, initial: bool) -> None:
         obj = new or old
@@ -155,6 +175,7 @@ class Controller:
         if name.endswith(BACKEND_SUFFIX):
             service = (ns, name[: -len(BACKEND_SUFFIX)])
             self.loops["backends"].queue.add(service)
+            self.loops["shadows"].queue.add(service)
             for route in self.cache.routes_for_service(*service):
                 self.loops["routes"].queue.add(route.meta.key)
         ref = obj.meta.controller_ref()
@@ -164,11 +185,27 @@ class Controller:
     def _on_route(self, kind: str, old: HTTPRoute | None, new: HTTPRoute | None, initial: bool) -> None:
         obj = new or old
         assert obj is not None
+        uid = obj.meta.uid
         if kind == DELETED:
-            self._route_seen.pop(obj.meta.uid, None)
+            self._route_seen.pop(uid, None)
+            self._reverted.discard(uid)
         elif old is None and not initial:
-            self._route_seen.setdefault(obj.meta.uid, time.monotonic())
+            self._route_seen.setdefault(uid, time.monotonic())
+        elif old is not None and new is not None and _routed(old) and not _routed(new):
+            # Something put the Service backendRefs back: cert-manager's Present before a self-check.
+            self._reverted.add(uid)
+            self.metrics.route_reverts.inc()
         self.loops["routes"].queue.add(obj.meta.key)
+        for ref in route_service_refs(obj):
+            namespace, _, service = ref.partition("/")
+            self.loops["shadows"].queue.add((namespace, service))
+
+    def _on_shadow(self, _: str, old: HTTPRoute | None, new: HTTPRoute | None, initial: bool) -> None:
+        obj = new or old
+        assert obj is not None
+        ref = obj.meta.controller_ref()
+        if ref is not None and ref.kind == "Service" and ref.api_version == "v1":
+            self.loops["shadows"].queue.add((obj.meta.namespace, ref.name))
 
     def _on_challenge(self, kind: str, old: Challenge | None, new: Challenge | None, initial: bool) -> None:
         obj = new or old
@@ -264,8 +301,7 @@ class Controller:
             period = self.settings.resync_period
             await anyio.sleep(period * random.uniform(0.9, 1.1))
             for svc in self.cache.services:
-                self.loops["services"].queue.add(svc.meta.key)
-                self.loops["backends"].queue.add(svc.meta.key)
+                self._enqueue_service(svc.meta.key)
             for route in self.cache.routes:
                 self.loops["routes"].queue.add(route.meta.key)
 
@@ -290,6 +326,13 @@ class Controller:
                 self.metrics.reconcile_duration.labels(loop.name).observe(time.monotonic() - started)
 
     async def _sync(self, loop: Loop, key: Key) -> None:
+        if loop.name == "services":
+            async with self._namespace_locks[key[0]]:
+                await self._decide_and_apply(loop, key)
+        else:
+            await self._decide_and_apply(loop, key)
+
+    async def _decide_and_apply(self, loop: Loop, key: Key) -> None:
         decision = loop.reconcile(key, self.cache, self.policy)
         for refusal in decision.refusals:
             await self._report(refusal)
@@ -300,11 +343,17 @@ class Controller:
             )
         for write in decision.writes:
             await self._apply(loop, key, write)
-        if loop.name == "routes" and decision.extra.get("routed"):
-            route = self.cache.route(*key)
-            seen = self._route_seen.pop(route.meta.uid, None) if route else None
+        if decision.extra.get("routed"):
+            uid = decision.extra.get("route_uid")
+            if uid is None:
+                route = self.cache.route(*key)
+                uid = route.meta.uid if route else None
+            seen = self._route_seen.pop(uid, None) if uid else None
             if seen is not None and decision.writes:
                 self.metrics.route_wiring.observe(time.monotonic() - seen)
+            if loop.name == "routes" and decision.writes and uid in self._reverted:
+                self._reverted.discard(uid)
+                self.metrics.route_repatches.inc()
 
     # -- applying -------------------------------------------------------------------------------
 
@@ -316,9 +365,9 @@ class Controller:
             if isinstance(write, Patch):
                 body = copy.deepcopy(write.body)
                 body.setdefault("metadata", {})["resourceVersion"] = write.resource_version
-                await self.client.patch(resource, write.namespace, write.name, body)
+                self._write_through(write.kind, await self.client.patch(resource, write.namespace, write.name, body))
             elif isinstance(write, Create):
-                await self.client.create(resource, write.namespace, write.body)
+                self._write_through(write.kind, await self.client.create(resource, write.namespace, write.body))
             else:
                 try:
                     await self.client.delete(resource, write.namespace, write.name, write.uid, write.resource_version)
@@ -359,6 +408,25 @@ class Controller:
             return
         self.metrics.writes.labels(write.kind.value, verb, "success").inc()
         log.info(f"{PAST[verb]} {write.kind.value}", extra=where)
+
+    def _write_through(self, kind: Kind, raw: Mapping[str, Any]) -> None:
+        """Put a write's answer into the cache at once, so the next decision (e.g. the next port
+        allocation in this namespace) sees it without waiting for the watch event."""
+        if not isinstance(raw, Mapping) or not raw.get("metadata"):
+            return
+        keep = self.policy.annotation_keys()
+        view: Any
+        store: Any
+        if kind is Kind.SERVICE:
+            view, store = Service.from_raw(raw, keep), self.cache.services
+        elif kind is Kind.BACKEND:
+            view, store = Backend.from_raw(raw, keep), self.cache.backends
+        else:
+            view = HTTPRoute.from_raw(raw, keep)
+            ours = view.meta.labels.get(self.policy.managed_by_label) == self.policy.managed_by_value
+            store = self.cache.shadows if ours else self.cache.routes
+        if not store.is_stale(view):
+            store.upsert(view)
 
     def _subject(self, loop: Loop, key: Key) -> tuple[Kind, Service | HTTPRoute] | None:
         obj = self.cache.service(*key) if loop.subject is Kind.SERVICE else self.cache.route(*key)

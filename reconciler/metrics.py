@@ -70,6 +70,17 @@ class Metrics:
             buckets=WIRING_BUCKETS,
             registry=r,
         )
+        self.route_reverts = Counter(
+            f"{NS}_route_reverts_total",
+            "Route mode patch: solver HTTPRoutes seen turned back from the Backend to the Service (cert-manager's "
+            "Present before each self-check).",
+            registry=r,
+        )
+        self.route_repatches = Counter(
+            f"{NS}_route_repatches_total",
+            "Route mode patch: solver HTTPRoutes routed to the Backend again after a revert.",
+            registry=r,
+        )
         self.writes = Counter(
             f"{NS}_writes_total",
             "Writes the reconciler sent, by kind, verb and result.",

@@ -99,6 +99,15 @@ class ServicePort(View):
     port: int
     target_port: int | str | None = None
     protocol: str = "TCP"
+    node_port: int | None = None
+
+    def raw(self) -> JSON:
+        """Back to the API's shape, for a merge patch that replaces the ports list."""
+        out: JSON = {"port": self.port, "protocol": self.protocol}
+        for key, value in (("name", self.name), ("targetPort", self.target_port), ("nodePort", self.node_port)):
+            if value is not None:
+                out[key] = value
+        return out
 
 
 class Service(View):
@@ -121,6 +130,7 @@ class Service(View):
                     port=p["port"],
                     target_port=p.get("targetPort"),
                     protocol=p.get("protocol") or "TCP",
+                    node_port=p.get("nodePort"),
                 )
                 for p in spec.get("ports") or ()
                 if isinstance(p.get("port"), int)

@@ -49,9 +49,38 @@ def ingress_ip(svc: Obj) -> str | None:
     return ingress[0].get("ip") if ingress else None
 
 
+def _rank(route: Obj, match: Obj) -> tuple[int, str, str]:
+    """Envoy Gateway's order among rules with the same Exact path: more header matches first (a method
+    match counts as one), then the older route, then the name."""
+    headers = len(match.get("headers") or []) + (1 if "method" in match else 0)
+    meta = route["metadata"]
+    return (-headers, meta.get("creationTimestamp", ""), f"{meta['namespace']}/{meta['name']}")
+
+
+def winning_rule(routes: list[Obj], host: str, path: str) -> Obj | None:
+    """The rule the gateway would use for ``GET http://host/path`` among ``routes`` (Exact matches only:
+    any prefix rule loses to an Exact one for the same path)."""
+    best: tuple[tuple[int, str, str], Obj] | None = None
+    for route in routes:
+        hostnames = route["spec"].get("hostnames") or []
+        if hostnames and host not in hostnames:
+            continue
+        for rule in route["spec"].get("rules", []):
+            for match in rule.get("matches") or []:
+                p = match.get("path") or {}
+                if p.get("type") != "Exact" or p.get("value") != path or match.get("method", "GET") != "GET":
+                    continue
+                rank = _rank(route, match)
+                if best is None or rank < best[0]:
+                    best = (rank, rule)
+    return best[1] if best else None
+
+
 @dataclass(frozen=True)
 class RoutedToBackend:
-    """Passes when the challenge path reaches the solver through a Backend at its load-balancer address.
+    """Passes when the gateway would send the challenge path to the solver through a Backend at its
+    load-balancer address: of all HTTPRoutes in the namespace, the winning rule (Envoy Gateway's
+    precedence) must point only at such Backends; a Service backendRef is unreachable in a cloud project.
 
     ``propagation`` stands for the gateway's config delay: cert-manager reverts its route just before a
     check, and a real gateway keeps serving the previous config for a moment.
@@ -71,14 +100,17 @@ class RoutedToBackend:
 
     async def routed(self, ch: Obj) -> bool:
         """The check without waiting."""
-        route, svc = await solver_route(self.api, ch), await solver_service(self.api, ch)
-        if route is None or svc is None:
+        ns = ch["metadata"]["namespace"]
+        svc = await solver_service(self.api, ch)
+        if svc is None:
             return False
-        refs = backend_refs(route)
+        path = f"/.well-known/acme-challenge/{ch['spec']['token']}"
+        rule = winning_rule(await self.api.list(HTTPROUTES, ns), ch["spec"]["dnsName"], path)
+        refs = (rule or {}).get("backendRefs") or []
         for ref in refs:
-            if ref.get("kind") != "Backend":
+            if ref.get("kind") != "Backend" or ref.get("namespace", ns) != ns:
                 return False
-            backend = await self.api.get_or_none(BACKENDS, ref["name"], ch["metadata"]["namespace"])
+            backend = await self.api.get_or_none(BACKENDS, ref["name"], ns)
             if backend is None:
                 return False
             endpoint = backend["spec"]["endpoints"][0].get("ip", {})

@@ -172,6 +172,8 @@ class Informer(Generic[T]):
         if view is None:
             return
         if kind in (ADDED, MODIFIED):
+            if self.store.is_stale(view):
+                return  # older than what a write of ours already put in the cache
             old = self.store.upsert(view)
             self._emit(ADDED if old is None else MODIFIED, old, view, False)
         elif kind == DELETED:

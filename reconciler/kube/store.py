@@ -55,6 +55,18 @@ class Store(Generic[T]):
     def get(self, key: Key) -> T | None:
         return self._items.get(key)
 
+    def is_stale(self, obj: T) -> bool:
+        """True when the cache already holds a newer version of this very object.
+
+        A write's response goes into the cache at once (so the next decision sees it); a watch event
+        from before that write may still be in flight and must not roll the cache back. resourceVersions
+        are etcd revisions: integers that grow."""
+        old = self._items.get(obj.meta.key)
+        if old is None or old.meta.uid != obj.meta.uid:
+            return False
+        a, b = old.meta.resource_version, obj.meta.resource_version
+        return a.isdigit() and b.isdigit() and int(b) < int(a)
+
     def upsert(self, obj: T) -> T | None:
         """Insert or replace; returns the previous version."""
         key = obj.meta.key

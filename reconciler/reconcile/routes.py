@@ -9,11 +9,12 @@ the notes); a restore is just another update of the route, and is rewritten agai
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from reconciler.config import Policy
+from reconciler.config import Policy, RouteMode
 from reconciler.model import BACKEND_GROUP, JSON, Backend, BackendRef, Challenge, HTTPRoute, Key
 from reconciler.reconcile.backends import BACKEND_SUFFIX, backend_name
 from reconciler.reconcile.intents import Decision, Kind, Patch, Refusal
@@ -22,6 +23,7 @@ from reconciler.reconcile.ownership import refusal, solver_challenge
 from reconciler.reconcile.snapshot import Snapshot
 
 CROSS_NAMESPACE_BACKEND_REF = "CrossNamespaceBackendRef"
+HOSTNAME_MISMATCH = "HostnameMismatch"
 
 
 class _RefState(Enum):
@@ -118,6 +120,37 @@ class _Rewriter:
         return raw
 
 
+def solver_service_names(route: HTTPRoute) -> set[str]:
+    """Services in the route's own namespace its backendRefs stand for (directly or via `<svc>-backend`)."""
+    names = (_solver_service_name(ref, route.meta.namespace) for ref in route.backend_refs())
+    return {n for n in names if n}
+
+
+def validate_route(route: HTTPRoute, challenge: Challenge) -> Refusal | None:
+    """What a solver route may ask of us, whoever wrote it: backendRefs only in its own namespace, and
+    exactly the Challenge's hostname (cert-manager omits hostnames when the name is an IP address)."""
+    meta = route.meta
+    foreign = sorted(
+        {f"{ref.namespace}/{ref.name}" for ref in route.backend_refs() if ref.namespace not in (None, meta.namespace)}
+    )
+    if foreign:
+        msg = f"backendRefs to other namespaces: {', '.join(foreign)}"
+        return refusal(Kind.HTTPROUTE, meta, CROSS_NAMESPACE_BACKEND_REF, msg)
+    expected = () if _is_ip(challenge.dns_name) else (challenge.dns_name,)
+    if tuple(route.hostnames) != expected:
+        msg = f"hostnames {list(route.hostnames)} differ from Challenge {challenge.meta.name}'s {list(expected)}"
+        return refusal(Kind.HTTPROUTE, meta, HOSTNAME_MISMATCH, msg)
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     route = snapshot.route(*key)
     if route is None:
@@ -130,16 +163,11 @@ def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
         return Decision(skipped="not-a-solver")
     if isinstance(challenge, Refusal):
         return Decision(refusals=(challenge,))
-    foreign = sorted(
-        {
-            f"{ref.namespace}/{ref.name}"
-            for ref in route.backend_refs()
-            if _is_service_ref(ref) and ref.namespace not in (None, meta.namespace)
-        }
-    )
-    if foreign:
-        msg = f"backendRefs to Services in other namespaces: {', '.join(foreign)}"
-        return Decision(refusals=(refusal(Kind.HTTPROUTE, meta, CROSS_NAMESPACE_BACKEND_REF, msg),))
+    problem = validate_route(route, challenge)
+    if problem is not None:
+        return Decision(refusals=(problem,))
+    if policy.route_mode is not RouteMode.PATCH:
+        return Decision(skipped=f"route-mode-{policy.route_mode.value}")  # see shadows.py
     if not snapshot.projects_for(meta.namespace):
         return Decision(skipped="unknown-project")
 

@@ -2,8 +2,9 @@
 
 cert-manager makes its solver Service a NodePort, whose addresses the shared gateway cannot reach in a
 cloud project. As a LoadBalancer bound to the EIP it gets a cloud-pool address the gateway can reach,
-and the create-gateway-backend annotation gets a Backend pointing at that address. cert-manager never
-compares the Service's spec, so the change sticks.
+and the create-gateway-backend annotation gets a Backend pointing at that address. Each solver gets its
+own external port on the shared EIP (`ports.py`). cert-manager never compares the Service's spec, so the
+change sticks.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from reconciler.model import JSON, Key
 from reconciler.reconcile.intents import Decision, Kind, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
 from reconciler.reconcile.ownership import refusal, solver_challenge
+from reconciler.reconcile.ports import LOAD_BALANCER, solver_port
 from reconciler.reconcile.snapshot import Snapshot
 
-LOAD_BALANCER = "LoadBalancer"
+NO_FREE_PORT = "NoFreePort"
 
 
 def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
@@ -38,14 +40,25 @@ def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     if not net.cloud:
         return Decision(skipped="public-network")
 
+    port = solver_port(svc, snapshot, policy)
+    if port is None:
+        low, high = policy.solver_ports
+        message = f"every solver port {low}-{high} on EIP {policy.eip_name} is taken in this project"
+        return Decision(refusals=(refusal(Kind.SERVICE, meta, NO_FREE_PORT, message),))
     wanted = {policy.bind_on_eip_annotation: policy.eip_name, policy.create_backend_annotation: "true"}
     annotations = {k: v for k, v in wanted.items() if meta.annotations.get(k) != v}
     body: JSON = {"metadata": {"resourceVersion": meta.resource_version}}
     if annotations:
         body["metadata"]["annotations"] = annotations
+    spec: JSON = {}
     if svc.type != LOAD_BALANCER:
-        body["spec"] = {"type": LOAD_BALANCER}
-    if not annotations and "spec" not in body:
+        spec["type"] = LOAD_BALANCER
+    if svc.ports and svc.ports[0].port != port:
+        # A merge patch replaces the list: send every port, the first moved to its own external port.
+        spec["ports"] = [svc.ports[0].raw() | {"port": port}, *(p.raw() for p in svc.ports[1:])]
+    if spec:
+        body["spec"] = spec
+    if not annotations and not spec:
         return Decision()
     patch = Patch(
         Kind.SERVICE,
@@ -53,6 +66,6 @@ def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
         meta.name,
         meta.resource_version,
         body,
-        reason=f"solver of Challenge {owner.meta.name} in a cloud network: LoadBalancer on {policy.eip_name}",
+        reason=f"solver of Challenge {owner.meta.name} in a cloud network: LoadBalancer on {policy.eip_name}:{port}",
     )
     return Decision(writes=(patch,))

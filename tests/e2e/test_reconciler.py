@@ -73,14 +73,22 @@ def assert_clean(m: Metrics, rec: ReconcilerProcess) -> None:
     assert 'User "system:serviceaccount' not in rec.log()
 
 
-async def wired(api: Kube, ch: Obj) -> tuple[Obj, Obj, Obj] | None:
-    """(Service, Backend, route) once the whole chain is in place."""
+async def wired(api: Kube, ch: Obj, mode: str = "shadow") -> tuple[Obj, Obj, Obj] | None:
+    """(Service, Backend, the route that reaches the Backend) once the whole chain is in place: the
+    companion route in shadow mode, cert-manager's own route in patch mode."""
     svc = await solver_service(api, ch)
     route = await solver_route(api, ch)
+    ns = ch["metadata"]["namespace"]
     if svc is None or route is None or svc["spec"]["type"] != "LoadBalancer":
         return None
-    backend = await api.get_or_none(BACKENDS, f"{svc['metadata']['name']}-backend", ch["metadata"]["namespace"])
-    if backend is None or any(r.get("kind") != "Backend" for r in backend_refs(route)):
+    backend = await api.get_or_none(BACKENDS, f"{svc['metadata']['name']}-backend", ns)
+    if backend is None:
+        return None
+    if mode == "shadow":
+        route = await api.get_or_none(HTTPROUTES, f"{svc['metadata']['name']}-acme", ns)
+        if route is None:
+            return None
+    if any(r.get("kind") != "Backend" for r in backend_refs(route)):
         return None
     return svc, backend, route
 
@@ -131,6 +139,15 @@ async def test_cloud_project_challenge_is_wired_end_to_end(
     assert backend_refs(route) == [
         {"group": BACKEND_GROUP, "kind": "Backend", "name": f"{name}-backend", "port": 8089, "weight": 1}
     ]
+    assert route["metadata"]["name"] == f"{name}-acme"
+    assert route["metadata"]["labels"] == {MANAGED_BY: "acme-gateway-reconciler"}
+    assert route["metadata"]["ownerReferences"][0]["uid"] == svc["metadata"]["uid"]
+    assert route["spec"]["rules"][0]["matches"] == [
+        {"path": {"type": "Exact", "value": f"/.well-known/acme-challenge/{ch['spec']['token']}"}, "method": "GET"}
+    ]
+    cert_managers = await solver_route(api, ch)
+    assert cert_managers is not None
+    assert backend_refs(cert_managers)[0]["kind"] == "Service", "cert-manager's route is never edited"
 
     async def valid() -> bool:
         fresh = await api.get(CHALLENGES, ch["metadata"]["name"], p.namespace)
@@ -145,7 +162,9 @@ async def test_cloud_project_challenge_is_wired_end_to_end(
     )
     assert writes(m, kind="Service", verb="patch", result="success") == 1
     assert writes(m, kind="Backend", verb="create", result="success") == 1
-    assert writes(m, kind="HTTPRoute", verb="patch", result="success") >= 1
+    assert writes(m, kind="HTTPRoute", verb="create", result="success") == 1
+    assert writes(m, kind="HTTPRoute", verb="patch") == 0
+    assert m.total("acme_gateway_route_reverts_total") == 0, "nothing of ours for cert-manager to revert"
     assert m.total("acme_gateway_route_wiring_seconds_count") == 1
     assert m.total("acme_gateway_challenge_outcomes_total", outcome="failure") == 0
 
@@ -153,6 +172,9 @@ async def test_cloud_project_challenge_is_wired_end_to_end(
     await wait_for(lambda: _gone(api, SERVICES, name, p.namespace), within=WIRE_WITHIN, what="solver Service gone")
     await wait_for(
         lambda: _gone(api, BACKENDS, f"{name}-backend", p.namespace), within=WIRE_WITHIN, what="Backend gone"
+    )
+    await wait_for(
+        lambda: _gone(api, HTTPROUTES, f"{name}-acme", p.namespace), within=WIRE_WITHIN, what="companion route gone"
     )
     assert_clean(await rec.metrics(), rec)
 
@@ -249,7 +271,7 @@ async def test_public_unknown_and_look_alike_objects_are_left_alone(
     assert writes(m, result="success") == 3
     assert writes(m, kind="Service", verb="patch", result="success") == 1
     assert writes(m, kind="Backend", verb="create", result="success") == 1
-    assert writes(m, kind="HTTPRoute", verb="patch", result="success") == 1
+    assert writes(m, kind="HTTPRoute", verb="create", result="success") == 1
     assert m.total("acme_gateway_refusals_total", reason="NoChallengeOwner") == 2  # forged Service and route
     assert m.total("acme_gateway_refusals_total", reason="ChallengeNotFound") == 1
     assert_clean(m, rec)
@@ -350,19 +372,3 @@ async def test_killed_mid_flow_converges_without_duplicates(
     assert writes(m) == 0
     assert_clean(m, rec)
     assert len(await api.list(BACKENDS, p.namespace)) == 1
-
-
-async def test_reverted_route_is_patched_again(
-    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
-) -> None:
-    p = await project("cloud")
-    rec = await reconciler(args=["--namespaces", p.namespace])
-    ch = await cert_manager.challenge(p.namespace, "revert.example.test", finalizer=False)
-    await cert_manager.present(ch)
-    await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired")
-    objects = await cert_manager.present(ch)  # cert-manager's revert before a self-check
-    assert objects.route_reverted
-    await wait_for(lambda: wired(api, ch), within=5, what="re-patched after the revert")
-    m = await rec.metrics()
-    assert writes(m, kind="HTTPRoute", verb="patch", result="success") == 2
-    assert writes(m, kind="Backend", verb="create") == 1

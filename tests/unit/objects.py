@@ -278,7 +278,11 @@ def cache_of(objects: Iterable[Mapping[str, Any]], policy: Policy | None = None)
         "Challenge": cache.challenges,
         "Project": cache.projects,
     }
+    managed_by = (policy or Policy()).managed_by_label
     for raw in objects:
         kind = raw["kind"]
-        stores[kind].upsert(VIEWS[kind].from_raw(raw, keep))
+        store = stores[kind]
+        if kind == "HTTPRoute" and managed_by in (raw["metadata"].get("labels") or {}):
+            store = cache.shadows  # the reconciler's own routes come from a second informer
+        store.upsert(VIEWS[kind].from_raw(raw, keep))
     return cache

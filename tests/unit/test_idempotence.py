@@ -18,12 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.cache import ClusterCache
-from reconciler.config import BackendMode, Policy
+from reconciler.config import BackendMode, Policy, RouteMode
 from reconciler.model import Backend, Challenge, Key, Service
 from reconciler.reconcile.backends import reconcile_backend
 from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Write
 from reconciler.reconcile.ownership import solver_challenge
 from reconciler.reconcile.routes import reconcile_route
+from reconciler.reconcile.shadows import SHADOW_SUFFIX, reconcile_shadow
+from reconciler.reconcile.shadows import is_managed as is_managed_shadow
 from reconciler.reconcile.services import reconcile_service
 from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
@@ -100,7 +102,9 @@ def _route(draw: st.DrawFn, ch: JSON, svc_name: str, namespace: str) -> list[JSO
 
 @st.composite
 def worlds(draw: st.DrawFn) -> tuple[list[JSON], Policy, bool]:
-    policy = Policy(backend_mode=draw(st.sampled_from(list(BackendMode))))
+    policy = Policy(
+        backend_mode=draw(st.sampled_from(list(BackendMode))), route_mode=draw(st.sampled_from(list(RouteMode)))
+    )
     objs: list[JSON] = []
     for t, tenant in enumerate(TENANTS):
         namespace = f"{ORG}-{tenant}"
@@ -154,6 +158,13 @@ def one_pass(cache: ClusterCache, policy: Policy) -> list[Write]:
         writes += reconcile_backend(key, cache, policy).writes
     for route in cache.routes:
         writes += reconcile_route(route.meta.key, cache, policy).writes
+    shadow_keys = set(service_keys) | {
+        (r.meta.namespace, r.meta.name[: -len(SHADOW_SUFFIX)])
+        for r in cache.shadows
+        if r.meta.name.endswith(SHADOW_SUFFIX)
+    }
+    for key in sorted(shadow_keys):
+        writes += reconcile_shadow(key, cache, policy).writes
     return writes
 
 
@@ -186,9 +197,30 @@ def ours(backend: Backend) -> bool:
     )
 
 
+def check_shadow_write(write: Write, cache: ClusterCache, policy: Policy) -> None:
+    """Companion routes: only our own are changed or deleted; one is made only for a cloud solver."""
+    service_name = write.name[: -len(SHADOW_SUFFIX)]
+    existing = cache.shadow_route(write.namespace, write.name)
+    if not isinstance(write, Create):
+        assert existing is not None
+        assert is_managed_shadow(existing, service_name, policy), f"foreign route touched: {write}"
+        if isinstance(write, Patch):
+            assert write.resource_version == existing.meta.resource_version
+        return
+    svc = cache.service(write.namespace, service_name)
+    assert svc is not None
+    assert isinstance(solver_challenge(svc.meta, cache, policy, Kind.SERVICE), Challenge)
+    assert effective_network(svc, cache) == "cloud", f"companion route outside a cloud network: {write}"
+    assert write.body["metadata"]["ownerReferences"][0]["uid"] == svc.meta.uid
+    assert not set(write.body["metadata"]["labels"]) & {o.SOLVER_LABEL, o.DOMAIN_LABEL, o.TOKEN_LABEL}, "cert-manager would adopt it"
+
+
 def check_write_is_allowed(write: Write, cache: ClusterCache, policy: Policy) -> None:
     namespace = write.namespace
     assert cache.projects_for(namespace), f"write in a namespace without a project: {write}"
+    if write.kind is Kind.HTTPROUTE and cache.route(namespace, write.name) is None:
+        check_shadow_write(write, cache, policy)
+        return
     if isinstance(write, Patch | Delete):
         target = {Kind.SERVICE: cache.service, Kind.BACKEND: cache.backend, Kind.HTTPROUTE: cache.route}[write.kind](
             namespace, write.name
@@ -274,7 +306,7 @@ def test_the_whole_chain_converges_in_three_passes() -> None:
     ch = o.challenge(namespace="org-a")
     svc, route = o.solver_service(ch), o.solver_route(ch)
     api = FakeAPI([ch, svc, route, o.project("a", ORG, "cloud", "org-a")])
-    policy = Policy()
+    policy = Policy(route_mode=RouteMode.PATCH)
     seen = []
     for _ in range(4):
         writes = one_pass(cache_of(api, policy), policy)
@@ -292,3 +324,34 @@ def test_the_whole_chain_converges_in_three_passes() -> None:
             "weight": 1,
         }
     ]
+
+
+def test_shadow_mode_adds_a_companion_route_and_leaves_cert_managers_alone() -> None:
+    ch = o.challenge(namespace="org-a")
+    svc, route = o.solver_service(ch), o.solver_route(ch)
+    api = FakeAPI([ch, svc, route, o.project("a", ORG, "cloud", "org-a")])
+    policy = Policy()
+    seen = []
+    for _ in range(4):
+        writes = one_pass(cache_of(api, policy), policy)
+        seen.append([(type(w).__name__, w.kind.value) for w in writes])
+        api.apply_all(writes)
+        give_addresses(api)
+    assert seen == [[("Patch", "Service")], [("Create", "Backend")], [("Create", "HTTPRoute")], []]
+    assert api.objects[("HTTPRoute", "org-a", route["metadata"]["name"])] == route, "cert-manager's route untouched"
+    shadow = api.objects[("HTTPRoute", "org-a", svc["metadata"]["name"] + "-acme")]
+    [rule] = shadow["spec"]["rules"]
+    assert rule["matches"] == [
+        {"path": {"type": "Exact", "value": f"/.well-known/acme-challenge/{ch['spec']['token']}"}, "method": "GET"}
+    ]
+    assert rule["backendRefs"] == [
+        {
+            "group": "gateway.envoyproxy.io",
+            "kind": "Backend",
+            "name": svc["metadata"]["name"] + "-backend",
+            "weight": 1,
+            "port": 8089,
+        }
+    ]
+    assert shadow["spec"]["hostnames"] == route["spec"]["hostnames"]
+    assert shadow["spec"]["parentRefs"] == route["spec"]["parentRefs"]

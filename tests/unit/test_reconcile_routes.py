@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.config import Policy
+from reconciler.config import Policy, RouteMode
 from reconciler.model import Key
 from reconciler.reconcile.intents import Kind, Patch
 from reconciler.reconcile.routes import reconcile_route
@@ -16,7 +16,7 @@ from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
 
 JSON = dict[str, Any]
-POLICY = Policy()
+POLICY = Policy(route_mode=RouteMode.PATCH)
 CH = o.challenge()
 SVC = o.patched(o.solver_service(CH), [{"ip": "100.65.0.102"}])
 NAME = SVC["metadata"]["name"]

@@ -1,0 +1,193 @@
+"""Route mode `shadow` (the default): a companion HTTPRoute per solver that the gateway prefers.
+
+cert-manager rewrites its own HTTPRoute back to the solver Service before every self-check, so editing it
+(route mode `patch`) is undone every 10 s. Instead, `<service>-acme` carries the same parentRefs and
+hostname, an Exact match on the challenge path plus `method: GET`, and the solver's Backend as its only
+backendRef. Envoy Gateway orders rules for one hostname by match type, then path length, then the number
+of header matches (a method match counts as one), so this route wins over cert-manager's whatever their
+ages. cert-manager's route is never touched.
+
+The companion is owned by the solver Service (garbage-collected with it) and carries only our managed-by
+label: cert-manager finds its routes by the solver labels alone and deletes extras, so it must not
+carry those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.config import Policy, RouteMode
+from reconciler.model import BACKEND_GROUP, GATEWAY_GROUP, JSON, Challenge, HTTPRoute, Key, Service
+from reconciler.reconcile.backends import backend_name
+from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
+from reconciler.reconcile.network import Network, network_type
+from reconciler.reconcile.ownership import solver_challenge
+from reconciler.reconcile.routes import solver_service_names, validate_route
+from reconciler.reconcile.snapshot import Snapshot
+
+SHADOW_SUFFIX = "-acme"
+CHALLENGE_PATH = "/.well-known/acme-challenge/"
+HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
+
+
+def shadow_name(service_name: str) -> str:
+    return service_name + SHADOW_SUFFIX
+
+
+def is_managed(route: HTTPRoute, service_name: str, policy: Policy) -> bool:
+    """Ours: our label and controlled by that Service. Anything else of that name is never touched."""
+    ref = route.meta.controller_ref()
+    return (
+        route.meta.labels.get(policy.managed_by_label) == policy.managed_by_value
+        and ref is not None
+        and ref.kind == "Service"
+        and ref.group == ""
+        and ref.name == service_name
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    body: JSON
+    route: HTTPRoute
+
+
+@dataclass(frozen=True, slots=True)
+class _NotWanted:
+    skip: str
+    refusals: tuple[Refusal, ...] = ()
+
+
+def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
+    namespace, service = service_key
+    name = shadow_name(service)
+    existing = snapshot.shadow_route(namespace, name)
+    if existing is not None and not is_managed(existing, service, policy):
+        return Decision(skipped="shadow-name-taken")
+    wanted = _wanted(service_key, snapshot, policy)
+    if isinstance(wanted, _NotWanted):
+        if existing is None or existing.meta.deletion_timestamp is not None:
+            return Decision(refusals=wanted.refusals, skipped=wanted.skip)
+        meta = existing.meta
+        delete = Delete(
+            Kind.HTTPROUTE,
+            namespace,
+            name,
+            meta.uid,
+            meta.resource_version,
+            reason=f"solver Service {service} no longer needs it: {wanted.skip}",
+        )
+        return Decision(writes=(delete,), refusals=wanted.refusals)
+
+    extra = {"routed": True, "route_uid": wanted.route.meta.uid}
+    body = wanted.body
+    if existing is None:
+        reason = f"routes the challenge path of Service {service} to its Backend"
+        return Decision(writes=(Create(Kind.HTTPROUTE, namespace, body, reason),), extra=extra)
+    if existing.meta.deletion_timestamp is not None:
+        return Decision(skipped="being-deleted")
+    patch = _difference(existing, body, policy)
+    if patch is None:
+        return Decision(extra=extra)
+    meta = existing.meta
+    write = Patch(
+        Kind.HTTPROUTE,
+        namespace,
+        name,
+        meta.resource_version,
+        patch,
+        reason=f"companion route of Service {service} out of date",
+    )
+    return Decision(writes=(write,), extra=extra)
+
+
+def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _NotWanted:
+    if policy.route_mode is not RouteMode.SHADOW:
+        return _NotWanted(f"route-mode-{policy.route_mode.value}")
+    svc = snapshot.service(*service_key)
+    if svc is None or svc.meta.deletion_timestamp is not None:
+        return _NotWanted("service-gone")
+    challenge = solver_challenge(svc.meta, snapshot, policy, Kind.SERVICE)
+    if not isinstance(challenge, Challenge):
+        return _NotWanted("not-a-solver")  # the Service reconciler reports refusals
+    net = network_type(svc.meta.annotations, svc.meta.namespace, snapshot, policy)
+    if not (isinstance(net, Network) and net.cloud):
+        return _NotWanted("not-cloud")
+    backend = snapshot.backend(svc.meta.namespace, backend_name(svc.meta.name))
+    if backend is None or backend.meta.deletion_timestamp is not None or not backend.endpoints:
+        return _NotWanted("waiting-for-backend")
+    port = backend.endpoints[0].port
+
+    refusals: list[Refusal] = []
+    for route in snapshot.routes_controlled_by(challenge.meta.uid):
+        if route.meta.namespace != svc.meta.namespace or route.meta.deletion_timestamp is not None:
+            continue
+        if solver_challenge(route.meta, snapshot, policy, Kind.HTTPROUTE) != challenge:
+            continue
+        if svc.meta.name not in solver_service_names(route):
+            continue
+        problem = validate_route(route, challenge)
+        if problem is not None:
+            refusals.append(problem)
+            continue
+        return _Wanted(_body(svc, challenge, route, backend_name(svc.meta.name), port, policy), route)
+    return _NotWanted("invalid-route" if refusals else "waiting-for-route", tuple(refusals))
+
+
+def _body(svc: Service, challenge: Challenge, route: HTTPRoute, backend: str, port: int | None, policy: Policy) -> JSON:
+    ref: JSON = {"group": BACKEND_GROUP, "kind": "Backend", "name": backend, "weight": 1}
+    if port is not None:
+        ref["port"] = port
+    spec: JSON = {
+        "parentRefs": [dict(p) for p in route.parent_refs],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "Exact", "value": CHALLENGE_PATH + challenge.token}, "method": "GET"}],
+                "backendRefs": [ref],
+            }
+        ],
+    }
+    if route.hostnames:
+        spec["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": HTTPROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": shadow_name(svc.meta.name),
+            "namespace": svc.meta.namespace,
+            "labels": {policy.managed_by_label: policy.managed_by_value},
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "name": svc.meta.name,
+                    "uid": svc.meta.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def _difference(existing: HTTPRoute, body: JSON, policy: Policy) -> JSON | None:
+    """The merge patch that brings `existing` to `body`, or None when nothing differs."""
+    spec = body["spec"]
+    patch: JSON = {"metadata": {"resourceVersion": existing.meta.resource_version}}
+    changed: JSON = {}
+    if [dict(p) for p in existing.parent_refs] != spec["parentRefs"]:
+        changed["parentRefs"] = spec["parentRefs"]
+    if list(existing.hostnames) != spec.get("hostnames", []):
+        changed["hostnames"] = spec.get("hostnames")
+    if [dict(r) for r in existing.rules] != spec["rules"]:
+        changed["rules"] = spec["rules"]
+    owner = body["metadata"]["ownerReferences"][0]
+    ref = existing.meta.controller_ref()
+    if ref is None or ref.uid != owner["uid"]:
+        patch["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"]
+    if not changed and "ownerReferences" not in patch["metadata"]:
+        return None
+    if changed:
+        patch["spec"] = changed
+    return patch

@@ -1,0 +1,181 @@
+"""Issue 5 on the test bed: cert-manager's reverts, concurrent challenges in one project, forged objects."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from testbed.gatewaycheck import RoutedToBackend, ingress_ip, solver_service
+from testbed.harness import CertManager, NamespaceFactory, ProjectFactory, StartReconciler
+from testbed.kube import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, SERVICES, Kube, wait_for
+from tests.e2e.test_reconciler import (
+    BIND_ON_EIP,
+    DOMAIN_LABEL,
+    SOLVER_LABEL,
+    TOKEN_LABEL,
+    WIRE_WITHIN,
+    _service,
+    assert_clean,
+    fast_solver,
+    metrics_when,
+    warnings_for,
+    wired,
+    writes,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_patch_mode_repatches_each_revert_and_counts_the_flaps(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler(args=["--namespaces", p.namespace, "--route-mode", "patch"])
+    ch = await cert_manager.challenge(p.namespace, "revert.example.test", finalizer=False)
+    await cert_manager.present(ch)
+    await wait_for(lambda: wired(api, ch, "patch"), within=WIRE_WITHIN, what="wired")
+    for _ in range(2):
+        objects = await cert_manager.present(ch)  # cert-manager's revert before a self-check
+        assert objects.route_reverted
+        await wait_for(lambda: wired(api, ch, "patch"), within=5, what="re-patched after the revert")
+    m = await metrics_when(rec, lambda m: m.total("acme_gateway_route_repatches_total") == 2, "re-patches counted")
+    assert m.total("acme_gateway_route_reverts_total") == 2
+    assert writes(m, kind="HTTPRoute", verb="patch", result="success") == 3
+    assert writes(m, kind="HTTPRoute", verb="create") == 0
+    assert writes(m, kind="Backend", verb="create") == 1
+    assert_clean(m, rec)
+
+
+async def test_shadow_mode_is_not_reverted(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler(args=["--namespaces", p.namespace])
+    ch = await cert_manager.challenge(p.namespace, "steady.example.test", finalizer=False)
+    await cert_manager.present(ch)
+    await wait_for(lambda: wired(api, ch), within=WIRE_WITHIN, what="wired")
+    for _ in range(3):
+        objects = await cert_manager.present(ch)
+        assert not objects.route_reverted, "cert-manager finds its route as it made it"
+    assert await RoutedToBackend(api, propagation=0).routed(ch), "the companion route wins by precedence"
+    m = await rec.metrics()
+    assert m.total("acme_gateway_route_reverts_total") == 0
+    assert writes(m, kind="HTTPRoute") == 1
+    assert_clean(m, rec)
+
+
+async def test_ten_concurrent_challenges_in_one_project_all_wire(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    # The project's own service already holds 8090 on the EIP: solvers must keep off it.
+    own = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "annotations": {BIND_ON_EIP: "default-gw"}},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 8090, "targetPort": 80}]},
+    }
+    await api.create(SERVICES, own, p.namespace)
+    rec = await reconciler(args=["--namespaces", p.namespace, "--service-workers", "4"])
+    challenges = [await cert_manager.challenge(p.namespace, f"n{i}.example.test", finalizer=False) for i in range(10)]
+    async with anyio.create_task_group() as tg:
+        for ch in challenges:
+            tg.start_soon(cert_manager.present, ch)
+    done = []
+    for ch in challenges:
+        done.append(await wait_for(lambda ch=ch: wired(api, ch), within=30, what="wired"))  # type: ignore[misc]
+    ports = [svc["spec"]["ports"][0]["port"] for svc, _, _ in done]
+    assert len(set(ports)) == 10, ports
+    assert 8090 not in ports
+    assert all(8089 <= port <= 8188 for port in ports)
+    for svc, backend, _ in done:
+        port = svc["spec"]["ports"][0]["port"]
+        assert svc["spec"]["ports"][0]["targetPort"] == 8089
+        assert ingress_ip(svc) == p.address, "kube-dc accepted every solver on the shared EIP"
+        assert backend["spec"]["endpoints"] == [{"ip": {"address": p.address, "port": port}}]
+    events = await api.list(EVENTS, p.namespace)
+    assert not [e for e in events if e["reason"] == "PortInUse"], "the platform refused no solver"
+    assert_clean(await rec.metrics(), rec)
+
+
+async def test_a_certificate_with_three_names_issues(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    rec = await reconciler(args=["--namespaces", p.namespace])
+    await cert_manager.start(fast_solver(api), namespaces=[p.namespace])
+    names = ["example.test", "www.example.test", "api.example.test"]
+    challenges = [await cert_manager.challenge(p.namespace, n) for n in names]
+
+    async def all_valid() -> bool:
+        states = [
+            (await api.get(CHALLENGES, ch["metadata"]["name"], p.namespace)).get("status", {}).get("state")
+            for ch in challenges
+        ]
+        return states == ["valid"] * 3
+
+    await wait_for(all_valid, within=45, what="three challenges valid")
+    label = f"{p.org_namespace}/{p.name}"
+    m = await metrics_when(
+        rec,
+        lambda m: m.value("acme_gateway_challenge_outcomes_total", project=label, outcome="success") == 3,
+        "three successes",
+    )
+    assert writes(m, kind="Backend", verb="create", result="success") == 3
+    assert_clean(m, rec)
+
+
+async def test_forged_and_foreign_solver_objects_are_refused(
+    api: Kube,
+    project: ProjectFactory,
+    namespaces: NamespaceFactory,
+    cert_manager: CertManager,
+    reconciler: StartReconciler,
+) -> None:
+    p = await project("cloud")
+    other = await namespaces("victim")
+    rec = await reconciler(args=["--namespaces", p.namespace])
+
+    # Mismatched label values: a Service owned by a real Challenge but labelled for another domain/token.
+    ch1 = await cert_manager.challenge(p.namespace, "one.example.test", finalizer=False)
+    objs1 = await cert_manager.present(ch1)
+    owner = objs1.service["metadata"]["ownerReferences"][0]
+    labels = {SOLVER_LABEL: "true", DOMAIN_LABEL: "1", TOKEN_LABEL: "2"}
+    mislabelled = await api.create(SERVICES, _service("mislabelled", labels, owner=owner), p.namespace)
+    # Cross-namespace backendRef on a real solver route (no cert-manager loop runs, so the edit stays).
+    ch2 = await cert_manager.challenge(p.namespace, "two.example.test", finalizer=False)
+    route2 = (await cert_manager.present(ch2)).route
+    rules = route2["spec"]["rules"]
+    rules[0]["backendRefs"][0]["namespace"] = other
+    await api.patch(HTTPROUTES, route2["metadata"]["name"], {"spec": {"rules": rules}}, p.namespace)
+    # A route hostname that differs from its Challenge's dnsName.
+    ch3 = await cert_manager.challenge(p.namespace, "three.example.test", finalizer=False)
+    route3 = (await cert_manager.present(ch3)).route
+    await api.patch(HTTPROUTES, route3["metadata"]["name"], {"spec": {"hostnames": ["bank.example.test"]}}, p.namespace)
+
+    expected = {
+        "mislabelled": "ChallengeLabelMismatch",
+        route2["metadata"]["name"]: "CrossNamespaceBackendRef",
+        route3["metadata"]["name"]: "HostnameMismatch",
+    }
+
+    async def all_refused() -> bool:
+        for name, reason in expected.items():
+            if reason not in await warnings_for(api, p.namespace, name):
+                return False
+        return True
+
+    await wait_for(all_refused, within=WIRE_WITHIN, what="Warning events for every forged object")
+    # The honest challenge next to them is wired as usual.
+    await wait_for(lambda: wired(api, ch1), within=WIRE_WITHIN, what="honest challenge wired")
+    m = await rec.metrics()
+    for reason in expected.values():
+        assert m.total("acme_gateway_refusals_total", reason=reason) == 1, reason
+    for ch in (ch2, ch3):  # nothing routes for the refused routes
+        svc = await solver_service(api, ch)
+        assert svc is not None
+        assert await api.get_or_none(HTTPROUTES, f"{svc['metadata']['name']}-acme", p.namespace) is None
+    now = await api.get(SERVICES, "mislabelled", p.namespace)
+    assert now["metadata"]["resourceVersion"] == mislabelled["metadata"]["resourceVersion"]
+    assert await api.list(BACKENDS, other) == []
+    assert_clean(m, rec)
