@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from reconciler.kube.store import Store, by_controller_uid, by_namespace, by_uid
 from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
+from reconciler.reconcile.backends import BACKEND_SUFFIX
 
 NAMESPACE = "namespace"
 CONTROLLER_UID = "controller-uid"
@@ -16,8 +17,6 @@ SERVICE_BACKEND_REF = "service-backend-ref"
 Service a Backend backendRef was derived from (`<service>-backend`), so Service and Backend events reach
 the routes that wait on them without a scan."""
 PROJECT_NAMESPACE = "project-namespace"
-
-BACKEND_SUFFIX = "-backend"
 
 
 def route_service_refs(route: HTTPRoute) -> Iterable[str]:

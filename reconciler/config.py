@@ -34,10 +34,8 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class Policy(BaseModel):
-    """The decision-shaping part of the settings, handed to the pure reconcilers."""
-
-    model_config = ConfigDict(frozen=True)
+class Decisions(BaseModel):
+    """Label and annotation keys and modes: set in `Settings`, read by the reconcilers through `Policy`."""
 
     solver_label: str = "acme.cert-manager.io/http01-solver"
     domain_label: str = "acme.cert-manager.io/http-domain"
@@ -47,11 +45,18 @@ class Policy(BaseModel):
     create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
     route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
     bind_on_default_gw_annotation: str = "service.nlb.kube-dc.com/bind-on-default-gw-eip"
-    eip_name: str = "default-gw"
+    eip_name: str = Field(default="default-gw", description="EIP the solver Services bind on")
     managed_by_label: str = "app.kubernetes.io/managed-by"
     managed_by_value: str = "acme-gateway-reconciler"
     backend_mode: BackendMode = BackendMode.ALL
     route_mode: RouteMode = RouteMode.SHADOW
+
+
+class Policy(Decisions):
+    """The decision-shaping part of the settings, handed to the pure reconcilers."""
+
+    model_config = ConfigDict(frozen=True)
+
     solver_ports: tuple[int, int] = (8089, 8188)
     """Inclusive range of external ports solver Services get on the EIP (one per concurrent challenge)."""
 
@@ -68,7 +73,7 @@ class Policy(BaseModel):
         )
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, Decisions):
     """All run-time settings. Flags override environment variables (`RECONCILER_<NAME>`)."""
 
     model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="ignore")
@@ -79,26 +84,11 @@ class Settings(BaseSettings):
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated namespaces to watch; empty = all"
     )
-
-    solver_label: str = "acme.cert-manager.io/http01-solver"
-    domain_label: str = "acme.cert-manager.io/http-domain"
-    token_label: str = "acme.cert-manager.io/http-token"
-    network_type_annotation: str = "network.kube-dc.com/external-network-type"
-    bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
-    create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
-    route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
-    bind_on_default_gw_annotation: str = "service.nlb.kube-dc.com/bind-on-default-gw-eip"
-    eip_name: str = Field(default="default-gw", description="EIP the solver Services bind on")
-    managed_by_label: str = "app.kubernetes.io/managed-by"
-    managed_by_value: str = "acme-gateway-reconciler"
-    backend_mode: BackendMode = BackendMode.ALL
-    route_mode: RouteMode = RouteMode.SHADOW
     solver_port_range: str = Field(default="8089-8188", description="LOW-HIGH external ports for solver Services")
 
     service_workers: int = Field(default=2, ge=1, le=64)
     backend_workers: int = Field(default=2, ge=1, le=64)
     route_workers: int = Field(default=2, ge=1, le=64)
-    challenge_workers: int = Field(default=1, ge=1, le=64)
 
     qps: float = Field(default=20.0, gt=0, description="client-side API request rate")
     burst: int = Field(default=40, ge=1, description="client-side API request burst")
@@ -147,5 +137,5 @@ class Settings(BaseSettings):
 
     def policy(self) -> Policy:
         low, _, high = self.solver_port_range.partition("-")
-        shared = {name: getattr(self, name) for name in Policy.model_fields if name != "solver_ports"}
+        shared = {name: getattr(self, name) for name in Decisions.model_fields}
         return Policy(**shared, solver_ports=(int(low), int(high)))

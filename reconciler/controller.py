@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from reconciler.cache import BACKEND_SUFFIX, CONTROLLER_UID, NAMESPACE, ClusterCache, route_service_refs
+from reconciler.cache import CONTROLLER_UID, NAMESPACE, ClusterCache, route_service_refs
 from reconciler.config import Policy, Settings
 from reconciler.kube.client import ApiError, KubeClient
 from reconciler.kube.informer import DELETED, Informer
@@ -28,6 +28,7 @@ from reconciler.kube.resources import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, 
 from reconciler.metrics import Metrics
 from reconciler.model import Backend, Challenge, HTTPRoute, Key, Project, Service
 from reconciler.reconcile import backends, challenges, routes, services, shadows
+from reconciler.reconcile.backends import BACKEND_SUFFIX
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal, Write
 from reconciler.reconcile.snapshot import Snapshot
 
@@ -375,6 +376,12 @@ class Controller:
                     if not exc.not_found:
                         raise
         except ApiError as exc:
+            if exc.conflict and verb == "create" and exc.reason == "AlreadyExists":
+                # Either ours and the watch has not shown it yet (its event will re-trigger us), or
+                # someone else's object of that name, which we must not touch: no retry loop either way.
+                self.metrics.writes.labels(write.kind.value, verb, "already_exists").inc()
+                log.info(f"{verb} found the name taken", extra={**where, "error": exc.message})
+                return
             if exc.conflict:
                 self.metrics.writes.labels(write.kind.value, verb, "conflict").inc()
                 log.info(f"{verb} conflicted; will retry on fresh state", extra={**where, "error": exc.message})

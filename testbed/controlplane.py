@@ -86,17 +86,16 @@ def free_loopback_ports(count: int) -> list[int]:
             s.close()
 
 
-def find_binaries() -> Path:
-    """Run the build script (it returns at once when the cache is warm) and return the binaries' dir.
-
-    Progress lines are echoed to stderr because a cold build takes tens of minutes.
-    """
+def run_build_script(script: Path, env: Mapping[str, str] | None = None) -> Path:
+    """Run one of the ``hack/build-*.sh`` scripts (immediate when its cache is warm) and return the
+    directory it prints last. Progress lines are echoed to stderr because a cold build takes minutes."""
     proc = subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)],
+        ["bash", str(script)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     tail: deque[str] = deque(maxlen=40)
 
@@ -104,7 +103,7 @@ def find_binaries() -> Path:
         assert proc.stderr is not None
         for line in proc.stderr:
             tail.append(line)
-            sys.stderr.write(f"[build-control-plane] {line}")
+            sys.stderr.write(f"[{script.stem}] {line}")
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
@@ -114,8 +113,13 @@ def find_binaries() -> Path:
     pumper.join(timeout=5)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
-        raise ControlPlaneError(f"{BUILD_SCRIPT} failed (exit {proc.returncode}); last output:\n{''.join(tail)}")
-    path = Path(lines[-1])
+        raise ControlPlaneError(f"{script} failed (exit {proc.returncode}); last output:\n{''.join(tail)}")
+    return Path(lines[-1])
+
+
+def find_binaries() -> Path:
+    """The control-plane binaries' directory (built on first use, then cached by version)."""
+    path = run_build_script(BUILD_SCRIPT)
     for binary in ("etcd", "kube-apiserver", "kube-controller-manager"):
         if not os.access(path / binary, os.X_OK):
             raise ControlPlaneError(f"{path / binary} missing after {BUILD_SCRIPT}")

@@ -49,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,7 +59,7 @@ from typing import Any, Final, Self
 import httpx
 import yaml
 
-from testbed.controlplane import OWNER_FILE, Process
+from testbed.controlplane import OWNER_FILE, ControlPlaneError, Process, run_build_script
 from testbed.kube import BACKENDS, CRDS, GATEWAYCLASSES, GATEWAYS, HTTPROUTES, NAMESPACES, SERVICES, Resource
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -151,32 +150,11 @@ def find_fullstack_binaries() -> FullstackBinaries:
 
     Must run where the Go module proxy and PyPI are reachable, i.e. before entering the network namespace.
     """
-    proc = subprocess.Popen(
-        ["bash", str(FULLSTACK_BUILD_SCRIPT)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)},
-    )
-    tail: deque[str] = deque(maxlen=40)
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            tail.append(line)
-            sys.stderr.write(f"[build-fullstack] {line}")
-
-    pumper = threading.Thread(target=pump, daemon=True)
-    pumper.start()
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.wait()
-    pumper.join(timeout=5)
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    if proc.returncode != 0 or not lines:
-        raise FullstackError(f"{FULLSTACK_BUILD_SCRIPT} failed (exit {proc.returncode}):\n{''.join(tail)}")
-    binaries = FullstackBinaries(Path(lines[-1]))
+    env = {"PYTHON": os.environ.get("PYTHON", sys.executable)}
+    try:
+        binaries = FullstackBinaries(run_build_script(FULLSTACK_BUILD_SCRIPT, env))
+    except ControlPlaneError as err:
+        raise FullstackError(str(err)) from err
     for path in (binaries.envoy_gateway, binaries.envoy, binaries.pebble, binaries.challtestsrv):
         if not os.access(path, os.X_OK):
             raise FullstackError(f"{path} missing after {FULLSTACK_BUILD_SCRIPT}")

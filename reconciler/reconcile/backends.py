@@ -16,7 +16,7 @@ from reconciler.config import BackendMode, Policy
 from reconciler.model import BACKEND_API_VERSION, JSON, Backend, Key, OwnerRef, Service
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import refusal, solver_challenge
+from reconciler.reconcile.ownership import owned_by_service, refusal, solver_challenge
 from reconciler.reconcile.snapshot import Snapshot
 
 BACKEND_SUFFIX = "-backend"
@@ -30,14 +30,7 @@ def backend_name(service_name: str) -> str:
 
 
 def is_managed(backend: Backend, service_name: str, policy: Policy) -> bool:
-    ref = backend.meta.controller_ref()
-    return (
-        backend.meta.labels.get(policy.managed_by_label) == policy.managed_by_value
-        and ref is not None
-        and ref.kind == "Service"
-        and ref.group == ""
-        and ref.name == service_name
-    )
+    return owned_by_service(backend.meta, service_name, policy)
 
 
 def parse_route_port(value: str) -> int | None:

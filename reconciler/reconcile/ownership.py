@@ -20,6 +20,19 @@ CHALLENGE_NOT_FOUND = "ChallengeNotFound"
 CHALLENGE_LABEL_MISMATCH = "ChallengeLabelMismatch"
 
 
+def owned_by_service(meta: Meta, service_name: str, policy: Policy) -> bool:
+    """One of our derived objects (Backend, companion route): our managed-by label AND controlled by that
+    Service. Anything else under the same name (the platform's, a tenant's) is never touched."""
+    ref = meta.controller_ref()
+    return (
+        meta.labels.get(policy.managed_by_label) == policy.managed_by_value
+        and ref is not None
+        and ref.kind == "Service"
+        and ref.group == ""
+        and ref.name == service_name
+    )
+
+
 def refusal(kind: Kind, meta: Meta, reason: str, message: str) -> Refusal:
     """A Refusal about the object `meta` describes."""
     return Refusal(kind, meta.namespace, meta.name, meta.uid, reason, message)

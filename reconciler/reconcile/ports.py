@@ -12,7 +12,9 @@ cache, so concurrent workers never pick the same port.
 from __future__ import annotations
 
 from reconciler.config import Policy
-from reconciler.model import Service
+from reconciler.model import Challenge, Service
+from reconciler.reconcile.intents import Kind
+from reconciler.reconcile.ownership import solver_challenge
 from reconciler.reconcile.snapshot import Snapshot
 
 LOAD_BALANCER = "LoadBalancer"
@@ -42,7 +44,8 @@ def ports_in_use(svc: Service, snapshot: Snapshot, policy: Policy) -> tuple[set[
         if other.type == LOAD_BALANCER and on_eip(other, policy):
             ports = {p.port for p in other.ports}
             used |= ports
-            if other.meta.labels.get(policy.solver_label) != "true" or _seniority(other) < _seniority(svc):
+            real_solver = isinstance(solver_challenge(other.meta, snapshot, policy, Kind.SERVICE), Challenge)
+            if not real_solver or _seniority(other) < _seniority(svc):
                 senior |= ports
     return used, senior
 

@@ -21,7 +21,7 @@ from reconciler.model import BACKEND_GROUP, GATEWAY_GROUP, JSON, Challenge, HTTP
 from reconciler.reconcile.backends import backend_name
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
 from reconciler.reconcile.network import Network, network_type
-from reconciler.reconcile.ownership import solver_challenge
+from reconciler.reconcile.ownership import owned_by_service, solver_challenge
 from reconciler.reconcile.routes import solver_service_names, validate_route
 from reconciler.reconcile.snapshot import Snapshot
 
@@ -35,15 +35,7 @@ def shadow_name(service_name: str) -> str:
 
 
 def is_managed(route: HTTPRoute, service_name: str, policy: Policy) -> bool:
-    """Ours: our label and controlled by that Service. Anything else of that name is never touched."""
-    ref = route.meta.controller_ref()
-    return (
-        route.meta.labels.get(policy.managed_by_label) == policy.managed_by_value
-        and ref is not None
-        and ref.kind == "Service"
-        and ref.group == ""
-        and ref.name == service_name
-    )
+    return owned_by_service(route.meta, service_name, policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +54,10 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
     namespace, service = service_key
     name = shadow_name(service)
     existing = snapshot.shadow_route(namespace, name)
-    if existing is not None and not is_managed(existing, service, policy):
-        return Decision(skipped="shadow-name-taken")
+    if (existing is not None and not is_managed(existing, service, policy)) or (
+        existing is None and snapshot.route(namespace, name) is not None
+    ):
+        return Decision(skipped="shadow-name-taken")  # someone else's route of that name: never touched
     wanted = _wanted(service_key, snapshot, policy)
     if isinstance(wanted, _NotWanted):
         if existing is None or existing.meta.deletion_timestamp is not None:

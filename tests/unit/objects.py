@@ -278,11 +278,12 @@ def cache_of(objects: Iterable[Mapping[str, Any]], policy: Policy | None = None)
         "Challenge": cache.challenges,
         "Project": cache.projects,
     }
-    managed_by = (policy or Policy()).managed_by_label
+    pol = policy or Policy()
     for raw in objects:
         kind = raw["kind"]
         store = stores[kind]
-        if kind == "HTTPRoute" and managed_by in (raw["metadata"].get("labels") or {}):
+        labels = raw["metadata"].get("labels") or {}
+        if kind == "HTTPRoute" and labels.get(pol.managed_by_label) == pol.managed_by_value:
             store = cache.shadows  # the reconciler's own routes come from a second informer
         store.upsert(VIEWS[kind].from_raw(raw, keep))
     return cache

@@ -142,3 +142,16 @@ async def test_a_refusal_is_reported_once_per_object_and_reason() -> None:
         )
         == 1
     )
+
+
+async def test_create_that_finds_the_name_taken_is_not_retried() -> None:
+    client = FakeClient(ApiError(409, "AlreadyExists", 'httproutes "s-acme" already exists'))
+    ctl, metrics = controller(client)
+    create = Create(Kind.HTTPROUTE, "ns", {"metadata": {"name": "s-acme"}}, "why")
+    await ctl._apply(ctl.loops["shadows"], ("ns", "s"), create)  # no Requeue: no hot loop on a foreign name
+    assert (
+        metrics.registry.get_sample_value(
+            "acme_gateway_writes_total", {"kind": "HTTPRoute", "verb": "create", "result": "already_exists"}
+        )
+        == 1
+    )
