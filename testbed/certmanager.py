@@ -25,8 +25,9 @@ Reproduced:
   Deletion of a Challenge: CleanUp if processing, then the finalizer is removed; the HTTPRoute is left to
   the garbage collector.
 
-Not reproduced: the ACME protocol (no account, order, authorization or Accept call: a passing self-check
-means ``valid``), Issuer lookup (the solver config is read from the Challenge), the scheduler's limits
+Not reproduced here: the ACME protocol (no account, order, authorization or Accept call: a passing
+self-check means ``valid``, unless ``SolverConfig.accept`` is given: ``testbed.issuer`` uses it to drive a
+real order against Pebble), Issuer lookup (the solver config is read from the Challenge), the scheduler's limits
 (max concurrent challenges, one challenge per dnsName at a time), pod templates, extra labels from flags,
 Ingress solvers, Events, the metrics, and the optional readiness gates. Redirects are not followed by the
 default self-check, to keep all traffic on loopback.
@@ -71,6 +72,9 @@ DEFAULT_PARENT_REFS: Final = (
 )
 
 SelfCheck = Callable[[Obj], Awaitable[bool]]
+Accept = Callable[[Obj], Awaitable[tuple[str, str]]]
+"""Called once a Challenge's self-check passed, as cert-manager then accepts the ACME challenge and waits for
+the authorization: returns the final (state, reason) to record."""
 
 
 class PresentError(RuntimeError):
@@ -99,8 +103,11 @@ async def create_challenge(
     issuer_kind: str = "ClusterIssuer",
     finalizer: bool = True,
     labels: dict[str, str] | None = None,
+    url: str | None = None,
+    authorization_url: str | None = None,
 ) -> Obj:
-    """Create a Challenge as cert-manager's Order controller would (token/key random unless given).
+    """Create a Challenge as cert-manager's Order controller would (token/key random unless given; the ACME
+    ``url``/``authorization_url`` are made-up data unless given).
 
     With ``finalizer`` (the default, as upstream) deleting it needs a running solver loop or
     ``remove_finalizer()``.
@@ -128,8 +135,8 @@ async def create_challenge(
         "kind": "Challenge",
         "metadata": metadata,
         "spec": {
-            "url": f"{acme}/chall/{secrets.token_hex(8)}",
-            "authorizationURL": f"{acme}/authz/{secrets.token_hex(8)}",
+            "url": url or f"{acme}/chall/{secrets.token_hex(8)}",
+            "authorizationURL": authorization_url or f"{acme}/authz/{secrets.token_hex(8)}",
             "dnsName": dns_name,
             "token": token,
             "key": key,
@@ -426,6 +433,7 @@ class SolverConfig:
     pass_interval: float = 2.0
     retry_period: float = 10.0
     give_up_after: float | None = None  # then the Challenge becomes `invalid`; cert-manager waits forever
+    accept: Accept | None = None  # None: a passing self-check means `valid` (no ACME server)
     poll_interval: float = 0.2  # how often waits look for outside changes (final state, deletion)
 
 
@@ -523,7 +531,10 @@ async def run_challenge(
             ch = latest
             continue
         if ok:
-            ch = await _status(api, latest, {"state": "valid", "reason": "Successfully authorized domain"})
+            state, reason = (
+                ("valid", "Successfully authorized domain") if config.accept is None else await config.accept(latest)
+            )
+            ch = await _status(api, latest, {"state": state, "reason": reason})
             continue
         if config.give_up_after is not None and time.monotonic() - started > config.give_up_after:
             ch = await _status(api, latest, {"state": "invalid", "reason": f"gave up: {reason}"})
