@@ -184,7 +184,7 @@ class KubeDC:
                 self.services.pop(key, None)
                 self.refused.pop(meta["uid"], None)
             else:
-                self.services[key] = event.object
+                self._store(event.object)
                 self._seen_order.setdefault(meta["uid"], next(self._counter))
             self._send.send_nowait(meta["namespace"])
 
@@ -202,6 +202,19 @@ class KubeDC:
                     self._send.send_nowait(ns)  # retry (conflicts, namespace going away, ...)
                 except Exception as err:  # keep serving other tests; the fixture reports these
                     self.errors.append(err)
+
+    def _store(self, svc: Obj) -> None:
+        """Keep the newest version: the answer to our own status write can be newer than a watch event
+        still in flight, and letting that event roll the cache back would make a bound Service look
+        unbound for a moment (and lose its address)."""
+        meta = svc["metadata"]
+        key = (meta["namespace"], meta["name"])
+        old = self.services.get(key)
+        if old is not None and old["metadata"]["uid"] == meta["uid"]:
+            a, b = old["metadata"].get("resourceVersion", ""), meta.get("resourceVersion", "")
+            if a.isdigit() and b.isdigit() and int(b) < int(a):
+                return
+        self.services[key] = svc
 
     def _candidates(self, namespace: str) -> list[Obj]:
         found = [
@@ -263,7 +276,7 @@ class KubeDC:
             if err.not_found:
                 return
             raise
-        self.services[(meta["namespace"], meta["name"])] = updated
+        self._store(updated)
 
     async def _refuse(self, svc: Obj, address: str, port: _Port, holder: str) -> None:
         meta = svc["metadata"]

@@ -242,16 +242,17 @@ async def test_public_unknown_and_look_alike_objects_are_left_alone(
     await cert_manager.present(real)
     await wait_for(lambda: wired(api, real), within=WIRE_WITHIN, what="control challenge wired")
 
-    async def refused() -> set[str] | None:
-        reasons = (
-            await warnings_for(api, cloud.namespace, "forged")
-            | await warnings_for(api, cloud.namespace, "ghost")
-            | await warnings_for(api, cloud.namespace, "forged-route")
+    async def refused() -> bool:
+        forged_ok = "NoChallengeOwner" in await warnings_for(api, cloud.namespace, "forged")
+        route_ok = "NoChallengeOwner" in await warnings_for(api, cloud.namespace, "forged-route")
+        # The garbage collector deletes a Service whose owner does not exist, and may do so before a
+        # worker gets to it: then there is nothing left to refuse, which is as good.
+        ghost_ok = "ChallengeNotFound" in await warnings_for(api, cloud.namespace, "ghost") or (
+            await api.get_or_none(SERVICES, "ghost", cloud.namespace) is None
         )
-        return reasons if {"NoChallengeOwner", "ChallengeNotFound"} <= reasons else None
+        return forged_ok and route_ok and ghost_ok
 
-    reasons = await wait_for(refused, within=WIRE_WITHIN, what="Warning events on look-alikes")
-    assert reasons == {"NoChallengeOwner", "ChallengeNotFound"}
+    await wait_for(refused, within=WIRE_WITHIN, what="Warning events on look-alikes")
 
     for before in (public_objs.service, unknown_objs.service, forged):
         after = await api.get(SERVICES, before["metadata"]["name"], before["metadata"]["namespace"])
@@ -273,7 +274,7 @@ async def test_public_unknown_and_look_alike_objects_are_left_alone(
     assert writes(m, kind="Backend", verb="create", result="success") == 1
     assert writes(m, kind="HTTPRoute", verb="create", result="success") == 1
     assert m.total("acme_gateway_refusals_total", reason="NoChallengeOwner") == 2  # forged Service and route
-    assert m.total("acme_gateway_refusals_total", reason="ChallengeNotFound") == 1
+    assert m.total("acme_gateway_refusals_total", reason="ChallengeNotFound") <= 1  # 0 if the GC was first
     assert_clean(m, rec)
 
 
