@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from reconciler.kube.store import Store, by_controller_uid, by_namespace, by_uid
+from reconciler.kube.store import Store, by_controller_uid, by_label, by_namespace, by_uid
 from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
 from reconciler.reconcile.backends import BACKEND_SUFFIX
 
@@ -17,6 +17,8 @@ SERVICE_BACKEND_REF = "service-backend-ref"
 Service a Backend backendRef was derived from (`<service>-backend`), so Service and Backend events reach
 the routes that wait on them without a scan."""
 PROJECT_NAMESPACE = "project-namespace"
+SOLVER_LABEL = "solver-label"
+"""Services by `<namespace>/<solver label value>`: the solver Services of a namespace without a scan."""
 
 
 def route_service_refs(route: HTTPRoute) -> Iterable[str]:
@@ -39,8 +41,10 @@ def project_namespace(project: Project) -> Iterable[str]:
 class ClusterCache:
     """Implements `reconciler.reconcile.snapshot.Snapshot` over the informers' stores."""
 
-    def __init__(self) -> None:
-        self.services: Store[Service] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
+    def __init__(self, solver_label: str = "acme.cert-manager.io/http01-solver") -> None:
+        self.services: Store[Service] = Store(
+            {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SOLVER_LABEL: by_label(solver_label)}
+        )
         self.backends: Store[Backend] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
         self.routes: Store[HTTPRoute] = Store(
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SERVICE_BACKEND_REF: route_service_refs}
@@ -54,6 +58,10 @@ class ClusterCache:
 
     def services_in(self, namespace: str) -> Sequence[Service]:
         return self.services.by_index(NAMESPACE, namespace)
+
+    def solver_services_in(self, namespace: str) -> Sequence[Service]:
+        """Services labelled as solvers (a claim only; ownership is checked by the reconcilers)."""
+        return self.services.by_index(SOLVER_LABEL, f"{namespace}/true")
 
     def backend(self, namespace: str, name: str) -> Backend | None:
         return self.backends.get((namespace, name))

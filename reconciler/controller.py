@@ -70,7 +70,7 @@ class Controller:
         self.settings = settings
         self.policy = settings.policy()
         self.metrics = metrics
-        self.cache = ClusterCache()
+        self.cache = ClusterCache(self.policy.solver_label)
         self.loops = {
             "services": Loop(
                 "services",
@@ -165,8 +165,8 @@ class Controller:
         self._enqueue_service(obj.meta.key)
         if old is None or new is None or old.ports != new.ports or old.type != new.type:
             # A port taken or freed on the project's EIP can change another solver's allocation.
-            for svc in self.cache.services.by_index(NAMESPACE, obj.meta.namespace):
-                if svc.meta.key != obj.meta.key and svc.meta.labels.get(self.policy.solver_label) == "true":
+            for svc in self.cache.solver_services_in(obj.meta.namespace):
+                if svc.meta.key != obj.meta.key:
                     self.loops["services"].queue.add(svc.meta.key)
 
     def _on_backend(self, _: str, old: Backend | None, new: Backend | None, initial: bool) -> None:

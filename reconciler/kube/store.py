@@ -31,6 +31,16 @@ def by_controller_uid(obj: HasMeta) -> Iterable[str]:
     return (ref.uid,) if ref else ()
 
 
+def by_label(label: str) -> Callable[[HasMeta], Iterable[str]]:
+    """Index by `<namespace>/<value of label>`, for objects that carry the label."""
+
+    def index(obj: HasMeta) -> Iterable[str]:
+        value = obj.meta.labels.get(label)
+        return (f"{obj.meta.namespace}/{value}",) if value is not None else ()
+
+    return index
+
+
 def by_uid(obj: HasMeta) -> Iterable[str]:
     return (obj.meta.uid,) if obj.meta.uid else ()
 
