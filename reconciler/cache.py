@@ -3,6 +3,7 @@ use, and the project index (project namespace -> Project). Pure data; the inform
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from reconciler.kube.store import Store, by_controller_uid, by_label, by_namespace, by_uid
@@ -18,6 +19,7 @@ Service a Backend backendRef was derived from (`<service>-backend`), so Service 
 the routes that wait on them without a scan."""
 PROJECT_NAMESPACE = "project-namespace"
 SOLVER_LABEL = "solver-label"
+DELETED_CHALLENGES_KEPT = 10_000
 """Services by `<namespace>/<solver label value>`: the solver Services of a namespace without a scan."""
 
 
@@ -52,6 +54,9 @@ class ClusterCache:
         self.shadows: Store[HTTPRoute] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
         self.challenges: Store[Challenge] = Store({NAMESPACE: by_namespace, UID: by_uid})
         self.projects: Store[Project] = Store({PROJECT_NAMESPACE: project_namespace})
+        self.deleted_challenges: OrderedDict[str, None] = OrderedDict()
+        """Uids of Challenges seen deleted, newest last, bounded: their solver objects linger until the
+        garbage collector removes them and must not be taken for forgeries meanwhile."""
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
@@ -84,6 +89,16 @@ class ClusterCache:
     def challenge_by_uid(self, uid: str) -> Challenge | None:
         found = self.challenges.by_index(UID, uid)
         return found[0] if found else None
+
+    def challenge_was_deleted(self, uid: str) -> bool:
+        return uid in self.deleted_challenges
+
+    def forget_challenge(self, uid: str) -> None:
+        """Record a deleted Challenge (the informer's DELETED event)."""
+        self.deleted_challenges[uid] = None
+        self.deleted_challenges.move_to_end(uid)
+        while len(self.deleted_challenges) > DELETED_CHALLENGES_KEPT:
+            self.deleted_challenges.popitem(last=False)
 
     def projects_for(self, namespace: str) -> Sequence[Project]:
         return self.projects.by_index(PROJECT_NAMESPACE, namespace)

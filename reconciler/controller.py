@@ -214,6 +214,7 @@ class Controller:
         self._count_challenge(obj, initial)
         if kind == DELETED:
             self._counted_challenges.discard(obj.meta.uid)
+            self.cache.forget_challenge(obj.meta.uid)
         for svc in self.cache.services.by_index(CONTROLLER_UID, obj.meta.uid):
             self._enqueue_service(svc.meta.key)
         for route in self.cache.routes.by_index(CONTROLLER_UID, obj.meta.uid):

@@ -53,8 +53,8 @@ def carries_solver_markers(meta: Meta, kind: Kind, policy: Policy) -> bool:
 
 
 def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind) -> Challenge | Refusal | None:
-    """The Challenge that owns this solver object; None when the object makes no solver claim at all;
-    a Refusal when it claims to be a solver but the claim does not hold."""
+    """The Challenge that owns this solver object; None when the object makes no solver claim at all (or
+    its Challenge was just deleted); a Refusal when it claims to be a solver but the claim does not hold."""
     if not carries_solver_markers(meta, kind, policy):
         return None
     ref = meta.controller_ref()
@@ -62,6 +62,8 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
         found = "no controller" if ref is None else f"controller {ref.kind} ({ref.api_version})"
         return refusal(kind, meta, NO_CHALLENGE_OWNER, f"carries ACME solver labels but has {found}, not a Challenge")
     challenge = snapshot.challenge_by_uid(ref.uid)
+    if challenge is None and snapshot.challenge_was_deleted(ref.uid):
+        return None  # a finished solver's leftover, about to be garbage-collected: nothing to do or report
     if challenge is None or challenge.meta.namespace != meta.namespace or challenge.meta.name != ref.name:
         return refusal(
             kind,

@@ -29,6 +29,10 @@ class Snapshot(Protocol):
 
     def challenge_by_uid(self, uid: str) -> Challenge | None: ...
 
+    def challenge_was_deleted(self, uid: str) -> bool:
+        """A Challenge with this uid existed and was deleted (its objects await garbage collection)."""
+        ...
+
     def projects_for(self, namespace: str) -> Sequence[Project]:
         """Projects whose project namespace is `namespace` (normally one; more is a conflict)."""
         ...

@@ -171,10 +171,15 @@ async def test_forged_and_foreign_solver_objects_are_refused(
     m = await rec.metrics()
     for reason in expected.values():
         assert m.total("acme_gateway_refusals_total", reason=reason) == 1, reason
-    for ch in (ch2, ch3):  # nothing routes for the refused routes
+    for ch in (ch2, ch3):  # nothing routes for the refused routes (a companion made before the edit goes)
         svc = await solver_service(api, ch)
         assert svc is not None
-        assert await api.get_or_none(HTTPROUTES, f"{svc['metadata']['name']}-acme", p.namespace) is None
+        name = f"{svc['metadata']['name']}-acme"
+
+        async def companion_gone(name: str = name) -> bool:
+            return await api.get_or_none(HTTPROUTES, name, p.namespace) is None
+
+        await wait_for(companion_gone, within=WIRE_WITHIN, what=f"no companion route {name}")
     now = await api.get(SERVICES, "mislabelled", p.namespace)
     assert now["metadata"]["resourceVersion"] == mislabelled["metadata"]["resourceVersion"]
     assert await api.list(BACKENDS, other) == []

@@ -141,3 +141,18 @@ def test_markers_follow_the_policy() -> None:
 )
 def test_checksum_label_is_adler32_in_decimal(value: str, expected: str) -> None:
     assert checksum_label(value) == expected
+
+
+def test_leftover_of_a_deleted_challenge_is_not_taken_for_a_forgery() -> None:
+    """Between the Order deleting a Challenge and the garbage collector removing its route, the route
+    points at a Challenge that is gone: that is routine, not a forgery, and gets no Warning."""
+    ch = o.challenge()
+    route = o.solver_route(ch)
+    cache = o.cache_of([route], POLICY)  # the Challenge itself is no longer in the cache
+    meta = cache.route(route["metadata"]["namespace"], route["metadata"]["name"])
+    assert meta is not None
+    refused = solver_challenge(meta.meta, cache, POLICY, Kind.HTTPROUTE)
+    assert isinstance(refused, Refusal)
+    assert refused.reason == "ChallengeNotFound"
+    cache.forget_challenge(ch["metadata"]["uid"])
+    assert solver_challenge(meta.meta, cache, POLICY, Kind.HTTPROUTE) is None

@@ -1,0 +1,274 @@
+"""Solver HTTP servers for the full-stack test bed: the solver Pod and kube-dc's EIP forwarding, in one.
+
+There is no kubelet here, so cert-manager's solver Pods never run, and no kube-dc data plane, so nothing
+forwards a LoadBalancer address anywhere. ``SolverServers`` stands in for both: for every solver Service
+(the three solver labels) that has an address in ``status.loadBalancer.ingress[0].ip``, it serves what
+cert-manager's acmesolver would serve, bound to that address and the Service's ``spec.ports[0].port``.
+That port is the external one kube-dc exposes on the project's EIP (the reconciler gives each solver its
+own), which kube-dc would forward to the Pod's ``targetPort`` 8089. The answer comes from the args
+(``--domain``, ``--token``, ``--key``) of the solver Pod controlled by the same Challenge, the way the
+acmesolver binary reads them. A server stops when its Service goes or loses its address.
+
+What stays unreachable, as in a kube-dc cloud project: the Service's own endpoints. Nothing creates
+EndpointSlices, so an HTTPRoute that sends the gateway to the Service itself gets Envoy Gateway's 503.
+A Service without a load-balancer address (a NodePort solver in a public project, or one kube-dc refused)
+gets no server at all.
+
+Servers run in threads, so they answer even while the test's event loop is busy; every request is kept in
+``hits`` for assertions (who asked, through which address and port, with what answer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final, Self
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from testbed.certmanager import LABEL_SOLVER
+from testbed.kube import PODS, SERVICES, Kube, Obj
+
+CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
+RETRY_SECONDS: Final = 0.5  # after a failed bind (the address:port still held by a server being stopped)
+
+
+@dataclass(frozen=True)
+class SolverAnswer:
+    """What one acmesolver serves: ``key`` at ``/.well-known/acme-challenge/<token>`` for Host ``domain``."""
+
+    domain: str
+    token: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request a solver server answered."""
+
+    at: float  # time.monotonic()
+    namespace: str
+    service: str
+    address: str
+    port: int
+    method: str
+    host: str
+    path: str
+    status: int
+    headers: Mapping[str, str]
+
+    @property
+    def via_envoy(self) -> bool:
+        """Envoy adds ``x-request-id`` to every request it proxies."""
+        return "x-request-id" in self.headers
+
+
+@dataclass(frozen=True)
+class _Want:
+    namespace: str
+    service: str
+    address: str
+    port: int
+    answer: SolverAnswer
+
+
+def pod_answer(pod: Obj) -> SolverAnswer | None:
+    """The acmesolver's ``--domain``, ``--token`` and ``--key`` from the solver Pod's container args."""
+    for container in pod.get("spec", {}).get("containers") or []:
+        flags: dict[str, str] = {}
+        for arg in container.get("args") or []:
+            name, sep, value = str(arg).partition("=")
+            if sep and name.startswith("--"):
+                flags[name[2:]] = value
+        if {"domain", "token", "key"} <= flags.keys():
+            return SolverAnswer(flags["domain"], flags["token"], flags["key"])
+    return None
+
+
+def _controller_uid(obj: Obj) -> str | None:
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "Challenge":
+            return str(ref.get("uid"))
+    return None
+
+
+def _ingress_ip(svc: Obj) -> str | None:
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return str(ingress[0]["ip"]) if ingress and ingress[0].get("ip") else None
+
+
+def _host_without_port(host: str) -> str:
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class _Server:
+    """One acmesolver on one address:port, in its own thread."""
+
+    def __init__(self, want: _Want, hits: list[Hit]) -> None:
+        self.want = want
+        answer = want.answer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host = _host_without_port(self.headers.get("Host", ""))
+                path = self.path.split("?", 1)[0]
+                ok = host == answer.domain and path == CHALLENGE_PREFIX + answer.token
+                body = answer.key.encode() if ok else b"not found\n"
+                status = 200 if ok else 404
+                hits.append(
+                    Hit(
+                        time.monotonic(),
+                        want.namespace,
+                        want.service,
+                        want.address,
+                        want.port,
+                        self.command,
+                        host,
+                        self.path,
+                        status,
+                        {k.lower(): v for k, v in self.headers.items()},
+                    )
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._httpd = ThreadingHTTPServer((want.address, want.port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name=f"solver-{want.service}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the address:port (blocks for up to one poll interval)."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class SolverServers:
+    """Watches solver Pods and Services cluster-wide and keeps one server per reachable solver Service.
+
+    ``async with SolverServers(api) as servers``; ``servers.serving()`` says what is served where,
+    ``servers.hits`` what was asked.
+    """
+
+    def __init__(self, api: Kube) -> None:
+        self.api = api
+        self.hits: list[Hit] = []
+        self.errors: list[Exception] = []  # unexpected failures of the background work, for assertions
+        self._services: dict[str, Obj] = {}  # uid -> Service
+        self._pods: dict[str, Obj] = {}  # uid -> Pod
+        self._servers: dict[str, _Server] = {}  # Service uid -> its server
+        self._synced = {SERVICES.plural: anyio.Event(), PODS.plural: anyio.Event()}
+        self._send: MemoryObjectSendStream[None]
+        self._receive: MemoryObjectReceiveStream[None]
+        self._send, self._receive = anyio.create_memory_object_stream[None](max_buffer_size=10_000)
+        self._stack = contextlib.AsyncExitStack()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._tg.start_soon(self._watch, SERVICES.plural)
+        self._tg.start_soon(self._watch, PODS.plural)
+        self._tg.start_soon(self._work)
+        with anyio.fail_after(30):
+            for synced in self._synced.values():
+                await synced.wait()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+        self._send.close()
+        self._receive.close()
+
+    def serving(self) -> dict[tuple[str, str], tuple[str, int, SolverAnswer]]:
+        """(namespace, Service) -> (address, port, answer) of every running server."""
+        return {
+            (s.want.namespace, s.want.service): (s.want.address, s.want.port, s.want.answer)
+            for s in self._servers.values()
+        }
+
+    def hits_for(self, domain: str) -> list[Hit]:
+        """Requests that asked for ``domain`` (the Host header)."""
+        return [h for h in self.hits if h.host == domain]
+
+    async def _watch(self, plural: str) -> None:
+        res, known = (SERVICES, self._services) if plural == SERVICES.plural else (PODS, self._pods)
+        async for event in self.api.list_watch(res, label_selector=f"{LABEL_SOLVER}=true"):
+            if event.type == "SYNCED":
+                self._synced[plural].set()
+            elif event.type == "DELETED":
+                known.pop(event.object["metadata"]["uid"], None)
+            else:
+                known[event.object["metadata"]["uid"]] = event.object
+            self._send.send_nowait(None)
+
+    def _wanted(self) -> dict[str, _Want]:
+        answers: dict[tuple[str, str], SolverAnswer] = {}
+        for pod in self._pods.values():
+            owner, answer = _controller_uid(pod), pod_answer(pod)
+            if owner and answer and not pod["metadata"].get("deletionTimestamp"):
+                answers[(pod["metadata"]["namespace"], owner)] = answer
+        wanted: dict[str, _Want] = {}
+        for uid, svc in self._services.items():
+            meta = svc["metadata"]
+            address, ports = _ingress_ip(svc), svc["spec"].get("ports") or []
+            owner = _controller_uid(svc)
+            if meta.get("deletionTimestamp") or not address or not ports or owner is None:
+                continue
+            if not ipaddress.ip_address(address).is_loopback:
+                continue  # never bind anything but loopback
+            answer = answers.get((meta["namespace"], owner))
+            if answer is not None:
+                wanted[uid] = _Want(meta["namespace"], meta["name"], address, int(ports[0]["port"]), answer)
+        return wanted
+
+    async def _work(self) -> None:
+        async for _ in self._receive:
+            with contextlib.suppress(anyio.WouldBlock):
+                while True:  # coalesce a burst of events into one pass
+                    self._receive.receive_nowait()
+            try:
+                await self._sync()
+            except Exception as err:  # keep serving; the fixture reports these
+                self.errors.append(err)
+
+    async def _sync(self) -> None:
+        wanted = self._wanted()
+        for uid in [u for u, s in self._servers.items() if wanted.get(u) != s.want]:
+            await anyio.to_thread.run_sync(self._servers.pop(uid).stop)
+        retry = False
+        for uid, want in wanted.items():
+            if uid in self._servers:
+                continue
+            try:
+                self._servers[uid] = _Server(want, self.hits)
+            except OSError:
+                retry = True  # e.g. still held by a server another Service is giving up
+        if retry:
+            await anyio.sleep(RETRY_SECONDS)
+            self._send.send_nowait(None)
