@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 USER_AGENT = f"acme-gateway-reconciler/{__version__}"
 REQUEST_TIMEOUT = 30.0
 MAX_RETRY_AFTER = 30.0
@@ -158,9 +157,6 @@ class KubeClient:
         if continue_token:
             query.append(("continue", continue_token))
         return await self._json("list", "GET", resource.path(namespace), query=query)
-
-    async def get(self, resource: Resource, namespace: str | None, name: str) -> JSON:
-        return await self._json("get", "GET", resource.path(namespace, name))
 
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> JSON:
         return await self._json("create", "POST", resource.path(namespace), body=body)

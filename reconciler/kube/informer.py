@@ -27,8 +27,6 @@ from reconciler.metrics import Metrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=HasMeta)
-EventHandler = Callable[[str, "T | None", "T | None", bool], None]
-"""(type ADDED/MODIFIED/DELETED, old, new, initial): `initial` marks events from the very first list."""
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 

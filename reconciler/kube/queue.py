@@ -156,16 +156,8 @@ class WorkQueue(Generic[K]):
     async def wait_drained(self) -> None:
         await self._idle.wait()
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutting_down
-
     def __len__(self) -> int:
         return len(self._queue)
-
-    @property
-    def processing(self) -> frozenset[K]:
-        return frozenset(self._processing)
 
     @property
     def delayed(self) -> int:

@@ -59,9 +59,6 @@ class Store(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         return iter(list(self._items.values()))
 
-    def keys(self) -> list[Key]:
-        return list(self._items)
-
     def get(self, key: Key) -> T | None:
         return self._items.get(key)
 
