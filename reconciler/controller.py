@@ -197,7 +197,9 @@ class Controller:
             self._reverted.add(uid)
             self.metrics.route_reverts.inc()
         self.loops["routes"].queue.add(obj.meta.key)
-        for ref in route_service_refs(obj):
+        # Both versions: a Service the route no longer names must have its companion looked at too.
+        refs = {ref for version in (old, new) if version is not None for ref in route_service_refs(version)}
+        for ref in refs:
             namespace, _, service = ref.partition("/")
             self.loops["shadows"].queue.add((namespace, service))
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import anyio
 import pytest
 
 from reconciler.config import Settings
 from reconciler.controller import Controller, Requeue
 from reconciler.kube.client import ApiError
 from reconciler.metrics import Metrics
-from reconciler.model import Service
+from reconciler.model import HTTPRoute, Service
 from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Refusal
 
 pytestmark = pytest.mark.anyio
@@ -155,3 +157,18 @@ async def test_create_that_finds_the_name_taken_is_not_retried() -> None:
         )
         == 1
     )
+
+
+async def test_a_route_edit_requeues_the_companion_of_the_service_it_no_longer_names() -> None:
+    ctl, _ = controller(FakeClient())
+    raw = {
+        "metadata": {"name": "r", "namespace": "ns", "uid": "ur", "resourceVersion": "1"},
+        "spec": {"rules": [{"backendRefs": [{"name": "solver", "port": 8089}]}]},
+    }
+    old = HTTPRoute.from_raw(copy.deepcopy(raw))
+    raw["spec"]["rules"][0]["backendRefs"][0]["namespace"] = "elsewhere"
+    raw["metadata"]["resourceVersion"] = "2"
+    new = HTTPRoute.from_raw(raw)
+    ctl._on_route("MODIFIED", old, new, False)
+    with anyio.fail_after(2):
+        assert await ctl.loops["shadows"].queue.get() == ("ns", "solver")
