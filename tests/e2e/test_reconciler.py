@@ -22,6 +22,7 @@ from testbed.harness import (
     CertManager,
     Metrics,
     NamespaceFactory,
+    Project,
     ProjectFactory,
     ReconcilerProcess,
     StartReconciler,
@@ -60,6 +61,16 @@ async def metrics_when(rec: ReconcilerProcess, check: Any, what: str, within: fl
     return await wait_for(probe, within=within, what=what)
 
 
+async def outcomes_counted(rec: ReconcilerProcess, p: Project, n: int, outcome: str = "success") -> Metrics:
+    """Metrics once the reconciler has counted `n` challenge outcomes of this kind for project `p`."""
+    label = f"{p.org_namespace}/{p.name}"
+    return await metrics_when(
+        rec,
+        lambda m: m.total("acme_gateway_challenge_outcomes_total", project=label, outcome=outcome) == n,
+        f"{n} {outcome} outcome(s) counted for {label}",
+    )
+
+
 def writes(m: Metrics, **labels: str) -> float:
     return m.total("acme_gateway_writes_total", **labels)
 
@@ -79,7 +90,9 @@ async def wired(api: Kube, ch: Obj, mode: str = "shadow") -> tuple[Obj, Obj, Obj
     svc = await solver_service(api, ch)
     route = await solver_route(api, ch)
     ns = ch["metadata"]["namespace"]
-    if svc is None or route is None or svc["spec"]["type"] != "LoadBalancer":
+    # The Service as read here must already have its address: read before the Backend, an older
+    # snapshot could pair "no address yet" with a Backend made a moment later.
+    if svc is None or route is None or svc["spec"]["type"] != "LoadBalancer" or not ingress_ip(svc):
         return None
     backend = await api.get_or_none(BACKENDS, f"{svc['metadata']['name']}-backend", ns)
     if backend is None:
@@ -154,12 +167,7 @@ async def test_cloud_project_challenge_is_wired_end_to_end(
         return fresh.get("status", {}).get("state") == "valid"
 
     await wait_for(valid, within=30, what="challenge valid")
-    project_label = f"{p.org_namespace}/{p.name}"
-    m = await metrics_when(
-        rec,
-        lambda m: m.value("acme_gateway_challenge_outcomes_total", project=project_label, outcome="success") == 1,
-        "challenge success counted",
-    )
+    m = await outcomes_counted(rec, p, 1)
     assert writes(m, kind="Service", verb="patch", result="success") == 1
     assert writes(m, kind="Backend", verb="create", result="success") == 1
     assert writes(m, kind="HTTPRoute", verb="create", result="success") == 1

@@ -18,6 +18,7 @@ from tests.e2e.test_reconciler import (
     assert_clean,
     fast_solver,
     metrics_when,
+    outcomes_counted,
     warnings_for,
     wired,
     writes,
@@ -115,12 +116,7 @@ async def test_a_certificate_with_three_names_issues(
         return states == ["valid"] * 3
 
     await wait_for(all_valid, within=45, what="three challenges valid")
-    label = f"{p.org_namespace}/{p.name}"
-    m = await metrics_when(
-        rec,
-        lambda m: m.value("acme_gateway_challenge_outcomes_total", project=label, outcome="success") == 3,
-        "three successes",
-    )
+    m = await outcomes_counted(rec, p, 3)
     assert writes(m, kind="Backend", verb="create", result="success") == 3
     assert_clean(m, rec)
 
