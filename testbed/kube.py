@@ -78,10 +78,12 @@ ISSUERS = Resource("cert-manager.io", "v1", "issuers")
 CLUSTERISSUERS = Resource("cert-manager.io", "v1", "clusterissuers", namespaced=False)
 PROJECTS = Resource("kube-dc.com", "v1", "projects")
 EIPS = Resource("kube-dc.com", "v1", "eips")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
 
 # kind -> resource, for applying manifests (apiVersion is checked against the resource's).
 BY_KIND: dict[str, Resource] = {
     "Namespace": NAMESPACES,
+    "Deployment": DEPLOYMENTS,
     "Service": SERVICES,
     "Pod": PODS,
     "ConfigMap": CONFIGMAPS,
