@@ -31,6 +31,15 @@ T = TypeVar("T", bound=HasMeta)
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 
+def _hint(exc: BaseException) -> str | None:
+    """What an operator should check when retrying cannot help by itself."""
+    if isinstance(exc, ApiError) and exc.not_found:
+        return "resource not served by the API server (is its CRD installed?); retrying"
+    if isinstance(exc, ApiError) and exc.status in (401, 403):
+        return "not allowed to list/watch (check the ClusterRole and its binding); retrying"
+    return None
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): only a relist recovers."""
 
@@ -86,21 +95,13 @@ class Informer(Generic[T]):
                 log.info("watch expired, relisting", extra={"resource": self.name})
                 self.metrics.watch_restarts.labels(self._label, "gone").inc()
                 self.resource_version = None
-            except (ApiError, OSError, ValueError, TimeoutError) as exc:
-                failures += 1
-                delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)))
-                log.warning(
-                    "list/watch failed, retrying",
-                    extra={"resource": self.name, "error": str(exc), "retry_in": round(delay, 3)},
-                )
-                self.metrics.watch_restarts.labels(self._label, "error").inc()
-                await anyio.sleep(delay)
             except Exception as exc:  # aiohttp raises many shapes; none may kill the informer
                 failures += 1
                 delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)))
-                log.warning(
-                    "list/watch failed, retrying",
-                    extra={"resource": self.name, "error": repr(exc), "retry_in": round(delay, 3)},
+                log.log(
+                    logging.ERROR if _hint(exc) else logging.WARNING,
+                    _hint(exc) or "list/watch failed, retrying",
+                    extra={"resource": self.name, "error": str(exc) or repr(exc), "retry_in": round(delay, 3)},
                 )
                 self.metrics.watch_restarts.labels(self._label, "error").inc()
                 await anyio.sleep(delay)

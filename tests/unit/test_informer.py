@@ -127,3 +127,14 @@ async def test_an_object_of_the_wrong_shape_is_skipped_not_fatal() -> None:
     store, _, metrics = await run_until(script, lambda s, e: len(s) == 1)
     assert [s.meta.name for s in store] == ["good"]
     assert count(metrics, "acme_gateway_watch_events_total", resource="services", type="INVALID") == 1
+
+
+async def test_a_missing_crd_is_reported_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    script = Script(
+        lists=[
+            (404, {"kind": "Status", "code": 404, "message": "the server could not find it"}),
+            (200, listing("3", item("a", "1"))),
+        ]
+    )
+    await run_until(script, lambda s, e: len(s) == 1)
+    assert any("is its CRD installed?" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
