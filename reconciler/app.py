@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import uuid
 
 import anyio
 
@@ -11,6 +13,7 @@ from reconciler import __version__, server
 from reconciler.config import Settings
 from reconciler.controller import Controller
 from reconciler.kube.client import KubeClient
+from reconciler.kube.leader import LeaderElector, LeadershipLost
 from reconciler.metrics import Metrics
 
 log = logging.getLogger("reconciler")
@@ -25,7 +28,12 @@ async def serve(settings: Settings) -> int:
         return 1
     controller = Controller(client, settings, metrics)
     host, port = settings.bind_host_port()
-    app = server.build_app(metrics, ready=controller.ready, healthy=lambda: True)
+    standby = settings.leader_elect  # until the lease is ours: ready (a rollout must not wait on it), no writes
+    app = server.build_app(
+        metrics,
+        ready=lambda: controller.ready() if controller.started or not standby else True,
+        healthy=lambda: True,
+    )
     try:
         runner, bound = await server.start(host, port, app)
     except OSError as exc:
@@ -43,6 +51,8 @@ async def serve(settings: Settings) -> int:
             "namespaces": ",".join(settings.namespaces) or "all",
         },
     )
+    elector = _elector(settings, client, metrics)
+    exit_code = 0
     try:
         async with anyio.create_task_group() as tg:
 
@@ -51,13 +61,60 @@ async def serve(settings: Settings) -> int:
                     async for signum in signals:
                         log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
                         controller.stop()
+                        if not controller.started:  # still waiting for the lease: nothing to drain
+                            tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(watch_signals)
-            await controller.run()
+            exit_code = await _run(controller, elector, metrics)
             tg.cancel_scope.cancel()
     finally:
         await runner.cleanup()
         await client.close()
-    log.info("stopped")
+    log.info("stopped", extra={"exit_code": exit_code})
+    return exit_code
+
+
+async def _run(controller: Controller, elector: LeaderElector | None, metrics: Metrics) -> int:
+    """Runs the controller, as the lease holder when electing; returns the exit code."""
+    if elector is None:
+        metrics.leader.set(1)
+        await controller.run()
+        return 0
+    await elector.acquire()
+    lost = False
+    async with anyio.create_task_group() as held:
+
+        async def keep_lease() -> None:
+            nonlocal lost
+            try:
+                await elector.hold()
+            except LeadershipLost as exc:
+                # Another replica may already be writing: stop at once (no drain) and exit non-zero so
+                # the pod restarts as a candidate.
+                log.error("lost the leader lease; stopping", extra={"error": str(exc)})
+                lost = True
+                held.cancel_scope.cancel()
+
+        held.start_soon(keep_lease)
+        await controller.run()
+        held.cancel_scope.cancel()
+    if lost:
+        return 1
+    await elector.release()
     return 0
+
+
+def _elector(settings: Settings, client: KubeClient, metrics: Metrics) -> LeaderElector | None:
+    if not settings.leader_elect:
+        return None
+    return LeaderElector(
+        client,
+        settings.leader_election_namespace,
+        settings.leader_election_id,
+        identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+        on_change=lambda leader: metrics.leader.set(1 if leader else 0),
+    )

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--qps", type=float, help="client-side API request rate (default 20)")
     a("--burst", type=int, help="client-side API request burst (default 40)")
     a("--resync-period", type=float, help="seconds between safety resyncs, 0 = off (default 600)")
+    a("--leader-elect", action="store_true", default=None, help="only the Lease holder writes (for >1 replica)")
     a("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     a("--log-format", choices=[f.value for f in LogFormat])
     return parser

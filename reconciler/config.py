@@ -6,10 +6,11 @@ their tests need no environment.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -95,6 +96,16 @@ class Settings(BaseSettings, Decisions):
     resync_period: float = Field(default=600.0, ge=0, description="seconds between safety resyncs; 0 = off")
     watch_timeout: int = Field(default=300, ge=10, description="server-side timeout of one watch request")
 
+    leader_elect: bool = Field(default=False, description="take part in leader election; only the leader writes")
+    leader_election_namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", "acme-gateway-reconciler"),
+        description="namespace of the Lease (default: $POD_NAMESPACE)",
+    )
+    leader_election_id: str = Field(default="acme-gateway-reconciler", description="name of the Lease")
+    lease_duration: float = Field(default=15.0, gt=0)
+    renew_deadline: float = Field(default=10.0, gt=0)
+    retry_period: float = Field(default=2.0, gt=0)
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
 
@@ -130,6 +141,12 @@ class Settings(BaseSettings, Decisions):
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("metrics bind address must be HOST:PORT")
         return value
+
+    @model_validator(mode="after")
+    def _check_election_timing(self) -> Settings:
+        if not self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("leader election needs retry_period < renew_deadline < lease_duration")
+        return self
 
     def bind_host_port(self) -> tuple[str, int]:
         host, _, port = self.metrics_bind_address.rpartition(":")

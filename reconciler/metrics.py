@@ -55,6 +55,9 @@ class Metrics:
         r = self.registry
         self.build_info = Gauge(f"{NS}_build_info", "Build information.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
+        self.leader = Gauge(
+            f"{NS}_leader", "1 while this process holds the leader lease (or runs without election).", registry=r
+        )
 
         # Challenges: the user's explicit ask.
         self.challenge_outcomes = Counter(

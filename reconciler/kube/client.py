@@ -158,6 +158,13 @@ class KubeClient:
             query.append(("continue", continue_token))
         return await self._json("list", "GET", resource.path(namespace), query=query)
 
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> JSON:
+        return await self._json("get", "GET", resource.path(namespace, name))
+
+    async def replace(self, resource: Resource, namespace: str | None, name: str, body: Mapping[str, Any]) -> JSON:
+        """PUT: the body's metadata.resourceVersion makes it conditional (409 when it moved on)."""
+        return await self._json("update", "PUT", resource.path(namespace, name), body=body)
+
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> JSON:
         return await self._json("create", "POST", resource.path(namespace), body=body)
 

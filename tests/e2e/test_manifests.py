@@ -23,7 +23,16 @@ def kustomization_objects() -> list[dict[str, object]]:
 async def test_every_manifest_is_accepted_by_the_api_server(api: Kube) -> None:
     docs = kustomization_objects()
     kinds = sorted({str(d["kind"]) for d in docs})
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Namespace",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
     for doc in docs:  # Namespace first in the kustomization, so namespaced objects have a home
         resource = BY_KIND[str(doc["kind"])]
         assert doc["apiVersion"] == resource.api_version
@@ -59,3 +68,4 @@ def test_cluster_role_is_least_privilege() -> None:
     assert granted[("gateway.envoyproxy.io", "backends")] == {"list", "watch", "create", "patch", "delete"}
     assert granted[("acme.cert-manager.io", "challenges")] == {"list", "watch"}
     assert granted[("kube-dc.com", "projects")] == {"list", "watch"}
+    assert ("coordination.k8s.io", "leases") not in granted, "leases only in the reconciler's namespace (Role)"

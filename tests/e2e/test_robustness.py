@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from testbed.gatewaycheck import RoutedToBackend, ingress_ip, solver_service
-from testbed.harness import CertManager, NamespaceFactory, ProjectFactory, StartReconciler
+from testbed.harness import CertManager, NamespaceFactory, ProjectFactory, ReconcilerProcess, StartReconciler
 from testbed.kube import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, SERVICES, Kube, wait_for
 from tests.e2e.test_reconciler import (
     BIND_ON_EIP,
@@ -180,3 +180,63 @@ async def test_forged_and_foreign_solver_objects_are_refused(
     assert now["metadata"]["resourceVersion"] == mislabelled["metadata"]["resourceVersion"]
     assert await api.list(BACKENDS, other) == []
     assert_clean(m, rec)
+
+
+async def test_only_the_leader_writes_and_a_standby_takes_over(
+    api: Kube, project: ProjectFactory, cert_manager: CertManager, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    args = ["--namespaces", p.namespace, "--leader-elect"]
+    env = {
+        "RECONCILER_LEADER_ELECTION_ID": f"lease-{p.name}",
+        "RECONCILER_LEASE_DURATION": "3",
+        "RECONCILER_RENEW_DEADLINE": "2",
+        "RECONCILER_RETRY_PERIOD": "0.5",
+    }
+    first = await reconciler(args=args, env=env)  # both report ready: a rollout must not wait on the lease
+    second = await reconciler(args=args, env=env)
+
+    async def one_leader() -> tuple[ReconcilerProcess, ReconcilerProcess] | None:
+        leaders = [r for r in (first, second) if (await r.metrics()).value("acme_gateway_leader") == 1]
+        if len(leaders) != 1:
+            return None
+        return (leaders[0], second if leaders[0] is first else first)
+
+    leader, standby = await wait_for(one_leader, within=WIRE_WITHIN, what="exactly one leader")
+    ch1 = await cert_manager.challenge(p.namespace, "lead.example.test", finalizer=False)
+    await cert_manager.present(ch1)
+    await wait_for(lambda: wired(api, ch1), within=WIRE_WITHIN, what="wired by the leader")
+    assert writes(await standby.metrics()) == 0, "the standby never writes"
+
+    await leader.kill()  # no graceful release: the standby must wait out the lease
+    ch2 = await cert_manager.challenge(p.namespace, "next.example.test", finalizer=False)
+    await cert_manager.present(ch2)
+    await wait_for(lambda: wired(api, ch2), within=WIRE_WITHIN, what="wired by the new leader")
+    m = await standby.metrics()
+    assert m.value("acme_gateway_leader") == 1
+    assert writes(m, kind="Backend", verb="create", result="success") == 1, "only the new challenge's Backend"
+    assert_clean(m, standby)
+
+
+async def test_a_stopping_leader_hands_the_lease_over_at_once(
+    project: ProjectFactory, reconciler: StartReconciler
+) -> None:
+    p = await project("cloud")
+    args = ["--namespaces", p.namespace, "--leader-elect"]
+    env = {
+        "RECONCILER_LEADER_ELECTION_ID": f"lease-{p.name}",
+        "RECONCILER_LEASE_DURATION": "10",  # far longer than the hand-over may take
+        "RECONCILER_RENEW_DEADLINE": "5",
+        "RECONCILER_RETRY_PERIOD": "0.5",
+    }
+    first = await reconciler(args=args, env=env)
+    await wait_for(lambda: _is_leader(first), within=WIRE_WITHIN, what="first leads")
+    second = await reconciler(args=args, env=env)
+    assert await first.terminate() == 0, "graceful stop: drained, lease released"
+    started = anyio.current_time()
+    await wait_for(lambda: _is_leader(second), within=5, what="second leads")
+    assert anyio.current_time() - started < 5, "no wait for the 10 s lease to expire"
+
+
+async def _is_leader(rec: ReconcilerProcess) -> bool:
+    return (await rec.metrics()).value("acme_gateway_leader") == 1

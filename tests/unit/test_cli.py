@@ -82,3 +82,17 @@ def test_log_lines_carry_object_and_reason() -> None:
     assert doc["level"] == "info"
     text = TextFormatter().format(record)
     assert 'object=ns/svc reason="solver in a cloud project"' in text
+
+
+def test_leader_election_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "ops")
+    settings = load_settings(_parser().parse_args(["run", "--leader-elect"]))
+    assert settings.leader_elect is True
+    assert settings.leader_election_namespace == "ops"
+    assert load_settings(_parser().parse_args(["run"])).leader_elect is False
+
+
+def test_leader_election_timings_must_nest(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_RENEW_DEADLINE", "20")
+    assert main(["run", "--leader-elect"]) == 2
+    assert "retry_period < renew_deadline < lease_duration" in capsys.readouterr().err
