@@ -12,7 +12,7 @@ import zlib
 
 from reconciler.config import Policy
 from reconciler.model import CHALLENGE_GROUP, Challenge, Meta
-from reconciler.reconcile.intents import Kind, Refusal
+from reconciler.reconcile.intents import Decision, Kind, Refusal
 from reconciler.reconcile.snapshot import Snapshot
 
 NO_CHALLENGE_OWNER = "NoChallengeOwner"
@@ -84,3 +84,16 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
             f"labels {', '.join(wrong)} do not match Challenge {challenge.meta.name}",
         )
     return challenge
+
+
+def owning_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind) -> Challenge | Decision:
+    """The Challenge a solver object acts for, or the Decision to return at once: the object is being
+    deleted, is no solver at all, or claims to be one without holding up (a refusal)."""
+    if meta.deletion_timestamp is not None:
+        return Decision(skipped="being-deleted")
+    owner = solver_challenge(meta, snapshot, policy, kind)
+    if owner is None:
+        return Decision(skipped="not-a-solver")
+    if isinstance(owner, Refusal):
+        return Decision(refusals=(owner,))
+    return owner

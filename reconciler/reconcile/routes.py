@@ -19,7 +19,7 @@ from reconciler.model import BACKEND_GROUP, JSON, Backend, BackendRef, Challenge
 from reconciler.reconcile.backends import BACKEND_SUFFIX, backend_name
 from reconciler.reconcile.intents import Decision, Kind, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, Network, NetworkResult, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import refusal, solver_challenge
+from reconciler.reconcile.ownership import owning_challenge, refusal, solver_challenge
 from reconciler.reconcile.snapshot import Snapshot
 
 CROSS_NAMESPACE_BACKEND_REF = "CrossNamespaceBackendRef"
@@ -156,13 +156,9 @@ def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     if route is None:
         return Decision()
     meta = route.meta
-    if meta.deletion_timestamp is not None:
-        return Decision(skipped="being-deleted")
-    challenge = solver_challenge(meta, snapshot, policy, Kind.HTTPROUTE)
-    if challenge is None:
-        return Decision(skipped="not-a-solver")
-    if isinstance(challenge, Refusal):
-        return Decision(refusals=(challenge,))
+    challenge = owning_challenge(meta, snapshot, policy, Kind.HTTPROUTE)
+    if isinstance(challenge, Decision):
+        return challenge
     problem = validate_route(route, challenge)
     if problem is not None:
         return Decision(refusals=(problem,))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from reconciler.config import Policy
 from reconciler.model import JSON, Key
-from reconciler.reconcile.intents import Decision, Kind, Patch, Refusal
+from reconciler.reconcile.intents import Decision, Kind, Patch
 from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import refusal, solver_challenge
+from reconciler.reconcile.ownership import owning_challenge, refusal
 from reconciler.reconcile.ports import LOAD_BALANCER, solver_port
 from reconciler.reconcile.snapshot import Snapshot
 
@@ -25,13 +25,9 @@ def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     if svc is None:
         return Decision()
     meta = svc.meta
-    if meta.deletion_timestamp is not None:
-        return Decision(skipped="being-deleted")
-    owner = solver_challenge(meta, snapshot, policy, Kind.SERVICE)
-    if owner is None:
-        return Decision(skipped="not-a-solver")
-    if isinstance(owner, Refusal):
-        return Decision(refusals=(owner,))
+    owner = owning_challenge(meta, snapshot, policy, Kind.SERVICE)
+    if isinstance(owner, Decision):
+        return owner
     net = network_type(meta.annotations, meta.namespace, snapshot, policy)
     if isinstance(net, UnknownNetwork):
         return Decision(skipped=net.skip)
