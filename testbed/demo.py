@@ -18,7 +18,7 @@ from testbed.certmanager import SolverConfig, SolverLoop, create_challenge
 from testbed.controlplane import ControlPlane
 from testbed.gatewaycheck import RoutedToBackend, backend_refs, ingress_ip, solver_route, solver_service
 from testbed.harness import start_reconciler
-from testbed.kube import BACKENDS, CHALLENGES, Kube, Obj, wait_for
+from testbed.kube import BACKENDS, CHALLENGES, HTTPROUTES, Kube, Obj, wait_for
 from testbed.kubedc import KubeDC, create_project
 
 ORG, PROJECT, ADDRESS, DOMAIN = "shalb", "demo", "127.65.0.10", "app.shalb-demo.example.test"
@@ -90,9 +90,17 @@ async def _show_wiring(api: Kube, ch: Obj, started: float) -> None:
     backend = await wait_for(lambda: api.get_or_none(BACKENDS, name, ns), within=30, what="Backend")
     say(started, f"reconciler: Backend {name} -> {backend['spec']['endpoints']}")
 
-    async def routed() -> Obj | None:
-        route = await solver_route(api, ch)
-        return route if route and all(r.get("kind") == "Backend" for r in backend_refs(route)) else None
-
-    route = await wait_for(routed, within=30, what="route to the Backend")
-    say(started, f"reconciler: HTTPRoute {route['metadata']['name']} -> {backend_refs(route)}")
+    companion = f"{svc['metadata']['name']}-acme"
+    route = await wait_for(lambda: api.get_or_none(HTTPROUTES, companion, ns), within=30, what="companion route")
+    match = route["spec"]["rules"][0]["matches"][0]
+    say(
+        started,
+        f"reconciler: HTTPRoute {companion} ({match['path']['value']}, method {match['method']}) "
+        f"-> {backend_refs(route)}",
+    )
+    cert_managers = await solver_route(api, ch)
+    assert cert_managers is not None
+    say(
+        started,
+        f"cert-manager's HTTPRoute {cert_managers['metadata']['name']} untouched -> {backend_refs(cert_managers)}",
+    )
