@@ -62,6 +62,8 @@ class Loop:
     reconcile: Reconcile
     workers: int
     subject: Kind  # the kind a key names, for Events about the key's object
+    per_namespace: bool = False
+    """Decide one key of a namespace at a time (port allocation reads every Service of a namespace)."""
 
 
 class Controller:
@@ -78,6 +80,7 @@ class Controller:
                 services.reconcile_service,
                 settings.service_workers,
                 Kind.SERVICE,
+                per_namespace=True,
             ),
             "backends": Loop(
                 "backends",
@@ -330,7 +333,7 @@ class Controller:
                 self.metrics.reconcile_duration.labels(loop.name).observe(time.monotonic() - started)
 
     async def _sync(self, loop: Loop, key: Key) -> None:
-        if loop.name == "services":
+        if loop.per_namespace:
             async with self._namespace_locks[key[0]]:
                 await self._decide_and_apply(loop, key)
         else:

@@ -45,8 +45,8 @@ def backend_refs(route: Obj) -> list[Obj]:
 
 def ingress_ip(svc: Obj) -> str | None:
     """``status.loadBalancer.ingress[0].ip``."""
-    ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
-    return ingress[0].get("ip") if ingress else None
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return str(ingress[0]["ip"]) if ingress and ingress[0].get("ip") else None
 
 
 def _rank(route: Obj, match: Obj) -> tuple[int, str, str]:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -35,7 +35,7 @@ from testbed.certmanager import (
     present,
 )
 from testbed.controlplane import RECONCILER_SA_NAMESPACE, REPO_ROOT, ControlPlane, free_loopback_ports
-from testbed.kube import BY_KIND, CHALLENGES, NAMESPACES, Kube, Obj, load_manifests
+from testbed.kube import BY_KIND, CHALLENGES, NAMESPACES, Kube, Obj, load_manifests, wait_for
 from testbed.kubedc import ensure_namespace
 
 RBAC_MANIFEST = REPO_ROOT / "manifests" / "rbac.yaml"
@@ -226,6 +226,15 @@ class ReconcilerProcess:
         resp = await self.get("/metrics")
         resp.raise_for_status()
         return Metrics.parse(resp.text)
+
+    async def metrics_when(self, check: Callable[[Metrics], bool], what: str, within: float = 20.0) -> Metrics:
+        """Scrape until ``check`` holds: the reconciler counts from its watch, a moment after the API."""
+
+        async def probe() -> Metrics | None:
+            m = await self.metrics()
+            return m if check(m) else None
+
+        return await wait_for(probe, within=within, what=what)
 
     async def _stop(self, sig: signal.Signals, grace: float) -> bool:
         if self.process is None:

@@ -34,6 +34,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from testbed.certmanager import LABEL_SOLVER
+from testbed.gatewaycheck import ingress_ip
 from testbed.kube import PODS, SERVICES, Kube, Obj
 
 CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
@@ -97,11 +98,6 @@ def _controller_uid(obj: Obj) -> str | None:
         if ref.get("controller") and ref.get("kind") == "Challenge":
             return str(ref.get("uid"))
     return None
-
-
-def _ingress_ip(svc: Obj) -> str | None:
-    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    return str(ingress[0]["ip"]) if ingress and ingress[0].get("ip") else None
 
 
 def _host_without_port(host: str) -> str:
@@ -236,7 +232,7 @@ class SolverServers:
         wanted: dict[str, _Want] = {}
         for uid, svc in self._services.items():
             meta = svc["metadata"]
-            address, ports = _ingress_ip(svc), svc["spec"].get("ports") or []
+            address, ports = ingress_ip(svc), svc["spec"].get("ports") or []
             owner = _controller_uid(svc)
             if meta.get("deletionTimestamp") or not address or not ports or owner is None:
                 continue

@@ -53,19 +53,10 @@ def fast_solver(api: Kube) -> SolverConfig:
     )
 
 
-async def metrics_when(rec: ReconcilerProcess, check: Any, what: str, within: float = WIRE_WITHIN) -> Metrics:
-    async def probe() -> Metrics | None:
-        m = await rec.metrics()
-        return m if check(m) else None
-
-    return await wait_for(probe, within=within, what=what)
-
-
 async def outcomes_counted(rec: ReconcilerProcess, p: Project, n: int, outcome: str = "success") -> Metrics:
     """Metrics once the reconciler has counted `n` challenge outcomes of this kind for project `p`."""
     label = f"{p.org_namespace}/{p.name}"
-    return await metrics_when(
-        rec,
+    return await rec.metrics_when(
         lambda m: m.total("acme_gateway_challenge_outcomes_total", project=label, outcome=outcome) == n,
         f"{n} {outcome} outcome(s) counted for {label}",
     )
@@ -200,8 +191,7 @@ async def test_failed_challenge_counts_as_failure_once(
     await set_state(api, p.namespace, ch["metadata"]["name"], "invalid", "self check never passed")
     await set_state(api, p.namespace, ch["metadata"]["name"], "invalid", "touched again")
     label = f"{p.org_namespace}/{p.name}"
-    await metrics_when(
-        rec,
+    await rec.metrics_when(
         lambda m: (
             m.value("acme_gateway_challenge_outcomes_total", project=label, outcome="failure", state="invalid") == 1
         ),

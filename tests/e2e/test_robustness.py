@@ -17,7 +17,6 @@ from tests.e2e.test_reconciler import (
     _service,
     assert_clean,
     fast_solver,
-    metrics_when,
     outcomes_counted,
     warnings_for,
     wired,
@@ -39,7 +38,7 @@ async def test_patch_mode_repatches_each_revert_and_counts_the_flaps(
         objects = await cert_manager.present(ch)  # cert-manager's revert before a self-check
         assert objects.route_reverted
         await wait_for(lambda: wired(api, ch, "patch"), within=5, what="re-patched after the revert")
-    m = await metrics_when(rec, lambda m: m.total("acme_gateway_route_repatches_total") == 2, "re-patches counted")
+    m = await rec.metrics_when(lambda m: m.total("acme_gateway_route_repatches_total") == 2, "re-patches counted")
     assert m.total("acme_gateway_route_reverts_total") == 2
     assert writes(m, kind="HTTPRoute", verb="patch", result="success") == 3
     assert writes(m, kind="HTTPRoute", verb="create") == 0

@@ -12,7 +12,7 @@ import base64
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from testbed.certmanager import LABEL_SOLVER
-from testbed.harness import Metrics, Project, ReconcilerProcess
+from testbed.harness import Metrics, Project
 from testbed.issuer import SECRETS, IssueResult, issue_certificate
 from testbed.kube import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, SERVICES, Kube, Obj, Resource, wait_for
 
@@ -56,16 +56,6 @@ async def issue(env: Env, p: Project, names: Sequence[str], *, secret: str = SEC
         config=env.solver_config(**config),
         account=env.account,
     )
-
-
-async def metrics_when(rec: ReconcilerProcess, check: Callable[[Metrics], bool], what: str) -> Metrics:
-    """Scrape until ``check`` holds (the reconciler counts from its watch, a moment after the API)."""
-
-    async def probe() -> Metrics | None:
-        m = await rec.metrics()
-        return m if check(m) else None
-
-    return await wait_for(probe, within=20, what=what)
 
 
 def outcomes(m: Metrics, p: Project, outcome: str) -> float:
@@ -264,7 +254,7 @@ async def test_a_cloud_certificate_issues_through_the_shared_gateway(env: Env, t
     await assert_tls_secret(env, p.namespace, names)
     assert assert_validated_through_envoy(env, p, names) == {8089}
 
-    m = await metrics_when(rec, lambda m: outcomes(m, p, "success") == 1, "success counted")
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
     assert outcomes(m, p, "failure") == 0
     assert m.total("acme_gateway_writes_total", kind="Service", verb="patch", result="success") == 1
     assert m.total("acme_gateway_writes_total", kind="Backend", verb="create", result="success") == 1
@@ -291,7 +281,7 @@ async def test_renewal_issues_a_new_certificate_the_same_way(env: Env, timings: 
     assert renewed.not_valid_before_utc >= leaf.not_valid_before_utc
     assert {o.token for o in renewal.challenges}.isdisjoint({o.token for o in first.challenges})
 
-    m = await metrics_when(rec, lambda m: outcomes(m, p, "success") == 4, "two orders x two names counted")
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 4, "two orders x two names counted")
     assert outcomes(m, p, "failure") == 0
     assert_no_rejected_writes(m)
 
@@ -337,8 +327,7 @@ async def test_two_cloud_projects_and_a_public_one_at_once(env: Env, timings: Ti
     assert len(routes.versions) == 1, "no companion route"
     assert await env.api.list(BACKENDS, public.namespace) == []
 
-    m = await metrics_when(
-        rec,
+    m = await rec.metrics_when(
         lambda m: outcomes(m, cloud_a, "success") == 1 and outcomes(m, cloud_b, "success") == 1,
         "both cloud successes counted",
     )
@@ -397,7 +386,7 @@ async def test_cert_manager_reverts_with_shadow_and_patch_route_modes(env: Env, 
     timings["cert_manager_reverts"] = challenge.run.reverts
     accepted = result.started_at + (challenge.accepted_after or 0.0)
     timings["client_polls_after_first_key"] = probe.after_first_key(until=accepted)
-    m = await metrics_when(rec, lambda m: outcomes(m, p, "success") + outcomes(m, p, "failure") == 1, "outcome counted")
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") + outcomes(m, p, "failure") == 1, "outcome counted")
     timings["reconciler_reverts_seen"] = m.total("acme_gateway_route_reverts_total")
     timings["reconciler_repatches"] = m.total("acme_gateway_route_repatches_total")
     timings["issued"] = result.issued
@@ -431,6 +420,6 @@ async def test_a_certificate_with_three_names_uses_three_ports_on_the_eip(env: E
     assert ports == {8089, 8090, 8091}, "three concurrent solvers, three distinct external ports on one EIP"
     events = await env.api.list(EVENTS, p.namespace)
     assert not [e for e in events if e["reason"] == "PortInUse"], "kube-dc refused no solver"
-    m = await metrics_when(rec, lambda m: outcomes(m, p, "success") == 3, "three successes counted")
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 3, "three successes counted")
     assert m.total("acme_gateway_writes_total", kind="Backend", verb="create", result="success") == 3
     assert_no_rejected_writes(m)
