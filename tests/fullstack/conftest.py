@@ -31,8 +31,8 @@ import anyio.to_thread
 import pytest
 
 from testbed.certmanager import SolverConfig
-from testbed.controlplane import REPO_ROOT, ControlPlane
-from testbed.gateway import EnvoyGateway, in_private_netns, network_interfaces
+from testbed.controlplane import ControlPlane
+from testbed.gateway import EnvoyGateway
 from testbed.harness import (
     Project,
     ReconcilerNotReady,
@@ -44,6 +44,8 @@ from testbed.harness import (
 from testbed.issuer import GatewaySelfCheck
 from testbed.kube import Kube
 from testbed.kubedc import KubeDC, create_project
+from testbed.netns import in_private_netns, network_interfaces
+from testbed.paths import REPO_ROOT
 from testbed.pebble import AcmeAccount, ChallTestSrv, Pebble, acme_stack
 from testbed.solvers import SolverServers
 
