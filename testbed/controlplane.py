@@ -99,19 +99,12 @@ class ControlPlane(Component):
             f"{self.reconciler_token},{RECONCILER_USER},{RECONCILER_USER},"
             f'"{",".join(RECONCILER_GROUPS)}"\n',
         )
-        self.admin_kubeconfig = write_kubeconfig(
-            self.data_dir / "admin.kubeconfig",
-            server=self.server_url,
-            ca_file=self.ca_file,
-            token=self.admin_token,
-            user="testbed-admin",
-        )
-        self.reconciler_kubeconfig = write_kubeconfig(
-            self.data_dir / "reconciler.kubeconfig",
-            server=self.server_url,
-            ca_file=self.ca_file,
-            token=self.reconciler_token,
-            user="acme-gateway-reconciler",
+        self.admin_kubeconfig = self._kubeconfig("admin", self.admin_token, "testbed-admin")
+        self.reconciler_kubeconfig = self._kubeconfig("reconciler", self.reconciler_token, "acme-gateway-reconciler")
+
+    def _kubeconfig(self, name: str, token: str, user: str) -> Path:
+        return write_kubeconfig(
+            self.data_dir / f"{name}.kubeconfig", server=self.server_url, ca_file=self.ca_file, token=token, user=user
         )
 
     def _start_etcd(self) -> None:

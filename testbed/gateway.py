@@ -99,7 +99,7 @@ class EnvoyGateway(Component):
 
     @property
     def process(self) -> Process | None:
-        """The ``envoy-gateway`` process (Envoy runs as its child, in its process group)."""
+        """The ``envoy-gateway`` process; Envoy runs as its child, in its process group, and logs to its log."""
         return self.processes[0] if self.processes else None
 
     # set-up
@@ -113,11 +113,6 @@ class EnvoyGateway(Component):
     def data_home(self) -> Path:
         """The host provider's dataHome: func-e's Envoy installs under ``envoy-versions/``."""
         return self.data_dir / "data"
-
-    @property
-    def log_path(self) -> Path:
-        """Envoy Gateway's log; Envoy's output goes to the same file (func-e passes it through)."""
-        return self.data_dir / "logs" / "envoy-gateway.log"
 
     def config(self) -> dict[str, Any]:
         """The EnvoyGateway configuration file's content."""
