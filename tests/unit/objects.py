@@ -1,5 +1,5 @@
 """Builders of raw objects shaped like the ones cert-manager, kube-dc and Envoy Gateway really produce
-(see ../shared/notes), and a helper that loads raw objects into the real cluster cache."""
+(see docs/), and a helper that loads raw objects into the real cluster cache."""
 
 from __future__ import annotations
 
