@@ -70,7 +70,11 @@ CLUSTERROLEBINDINGS = Resource(
 )
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", kind="Role")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", kind="RoleBinding")
-CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+CRDS = Resource(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False, kind="CustomResourceDefinition"
+)
+DOMAINCLAIMS = Resource("acme-gateway.kube-dc.com", "v1alpha1", "domainclaims", namespaced=False, kind="DomainClaim")
+TLSROUTES = Resource("gateway.networking.k8s.io", "v1", "tlsroutes", kind="TLSRoute")
 HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", kind="HTTPRoute")
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", kind="Gateway")
 GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", namespaced=False, kind="GatewayClass")
@@ -88,6 +92,9 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", kind="Deployment")
 
 # kind -> resource, for applying manifests (apiVersion is checked against the resource's).
 _MANIFEST_KINDS = (
+    CRDS,
+    DOMAINCLAIMS,
+    TLSROUTES,
     NAMESPACES,
     DEPLOYMENTS,
     SERVICES,

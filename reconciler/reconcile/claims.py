@@ -14,6 +14,7 @@ delete claims; tenants cannot write them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from reconciler.model import Challenge, DomainClaim, Project, ProjectRef, ServedRoute
 from reconciler.names import WILDCARD_PREFIX, claim_name
@@ -53,8 +54,9 @@ class Free:
     create: Create
 
 
-@dataclass(frozen=True, slots=True)
-class Taken:
+class Taken(NamedTuple):
+    """Another project (or a namespace serving the name) holds it."""
+
     owner: str
     """Who holds it, for operators' logs only (never shown to the other tenant)."""
     claim: DomainClaim | None

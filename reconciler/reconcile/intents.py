@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from reconciler.model import JSON
 from reconciler.reconcile.reasons import Refused, Skip
 
 
 class Kind(StrEnum):
+    """The kinds of object a decision writes to or reports on."""
+
     SERVICE = "Service"
     BACKEND = "Backend"
     HTTPROUTE = "HTTPRoute"
@@ -17,8 +20,7 @@ class Kind(StrEnum):
     DOMAINCLAIM = "DomainClaim"
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
+class Subject(NamedTuple):
     """An object an Event is about (the tenant sees it with `kubectl describe`)."""
 
     kind: Kind
