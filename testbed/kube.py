@@ -163,12 +163,20 @@ class Kube:
     def __init__(self, server: str, token: str, ca: ssl.SSLContext | Path, timeout: float = 30.0) -> None:
         verify = ca if isinstance(ca, ssl.SSLContext) else ssl.create_default_context(cafile=str(ca))
         self.server = server
+        self._token, self._verify, self._timeout = token, verify, timeout
         self._http = httpx.AsyncClient(
             base_url=server,
             verify=verify,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=timeout,
         )
+
+    def impersonating(self, user: str) -> Kube:
+        """A client acting as `user` (this admin client impersonating it), so the real RBAC decides what
+        that user may do; close it with ``async with``."""
+        other = Kube(self.server, self._token, self._verify, self._timeout)
+        other._http.headers["Impersonate-User"] = user
+        return other
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> Kube:

@@ -64,8 +64,9 @@ def _points_at_service(backend: Backend, svc: Service) -> bool:
 
 
 def parse_route_port(value: str) -> int | None:
-    """A port number 1..65535 written in ASCII digits, else None."""
-    if not (value.isascii() and value.isdigit()):
+    """A port number 1..65535 written in ASCII digits, else None (leading zeros allowed, but not a
+    200,000-digit tenant string: `int()` of one raises, which would fail every reconcile)."""
+    if not (value.isascii() and value.isdigit()) or len(value.lstrip("0")) > 5:
         return None
     port = int(value)
     return port if 1 <= port <= 65535 else None

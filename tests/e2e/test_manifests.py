@@ -56,7 +56,11 @@ async def test_every_manifest_is_accepted_by_the_api_server(api: Kube) -> None:
 
 
 def test_cluster_role_is_least_privilege() -> None:
-    [role] = [d for d in kustomization_objects() if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "acme-gateway-reconciler"]
+    [role] = [
+        d
+        for d in kustomization_objects()
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "acme-gateway-reconciler"
+    ]
     rules = role["rules"]
     assert isinstance(rules, list)
     for rule in rules:
