@@ -98,7 +98,11 @@ async def test_a_tenants_own_backend_of_the_solvers_name_is_never_routed_to(
     rec = await reconciler(args=["--namespaces", p.namespace])
 
     await wait_for(lambda: warned(api, p.namespace, svc_name, "UntrustedBackend"), within=WIRE_WITHIN, what="refused")
-    assert await warned(api, p.namespace, ch["metadata"]["name"], "UntrustedBackend"), "shown on the Challenge too"
+    await wait_for(
+        lambda: warned(api, p.namespace, ch["metadata"]["name"], "UntrustedBackend"),
+        within=WIRE_WITHIN,
+        what="shown on the Challenge too",
+    )
     await anyio.sleep(QUIET)
     assert await companion(api, ch) is None, "no route to a Backend we did not make"
     after = await api.get(BACKENDS, f"{svc_name}-backend", p.namespace)
@@ -126,7 +130,9 @@ async def test_a_backend_swapped_under_a_wired_solver_loses_its_route(
     }
     await api.patch(BACKENDS, backend["metadata"]["name"], takeover, p.namespace)
     await wait_for(lambda: _gone(api, ch), within=WIRE_WITHIN, what="companion route removed")
-    assert await warned(api, p.namespace, svc["metadata"]["name"], "UntrustedBackend")
+    await wait_for(
+        lambda: warned(api, p.namespace, svc["metadata"]["name"], "UntrustedBackend"), within=WIRE_WITHIN, what="warned"
+    )
     assert_clean(await rec.metrics(), rec)
 
 
@@ -194,7 +200,7 @@ async def test_a_name_is_claimed_first_come_and_another_project_is_never_wired_f
         within=WIRE_WITHIN,
         what="B refused",
     )
-    assert await warned(api, b.namespace, svc_b, "DomainClaimed")
+    await wait_for(lambda: warned(api, b.namespace, svc_b, "DomainClaimed"), within=WIRE_WITHIN, what="warned")
     await anyio.sleep(QUIET)
     b_svc = await api.get(SERVICES, svc_b, b.namespace)
     assert b_svc["metadata"]["resourceVersion"] == objects_b.service["metadata"]["resourceVersion"], "never exposed"
@@ -428,7 +434,11 @@ async def test_a_solver_that_can_never_work_is_refused_once_and_never_patched(
     ch, svc = await raw_solver(api, p.namespace, challenge, spec)
     name = svc["metadata"]["name"]
     await wait_for(lambda: warned(api, p.namespace, name, reason), within=WIRE_WITHIN, what="refused")
-    assert await warned(api, p.namespace, ch["metadata"]["name"], reason), "shown on the Challenge"
+    await wait_for(
+        lambda: warned(api, p.namespace, ch["metadata"]["name"], reason),
+        within=WIRE_WITHIN,
+        what="shown on the Challenge",
+    )
     # Every change of a Service in the namespace wakes the solvers: no retry loop may follow.
     for i in range(4):
         other = {
