@@ -34,6 +34,7 @@ async def serve(settings: Settings) -> int:
         metrics,
         ready=lambda: controller.ready() if controller.started or not standby else True,
         healthy=lambda: True,
+        challenges=controller.challenges,
     )
     try:
         runner, bound = await server.start(host, port, app)
@@ -49,6 +50,7 @@ async def serve(settings: Settings) -> int:
             "metrics": f"http://{host}:{bound}/metrics",
             "backend_mode": settings.backend_mode.value,
             "route_mode": settings.route_mode.value,
+            "dry_run": settings.dry_run,
             "namespaces": ",".join(settings.namespaces) or "all",
         },
     )

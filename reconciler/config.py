@@ -37,6 +37,8 @@ class Settings(BaseSettings, PolicyFields):
     service_workers: int = Field(default=2, ge=1, le=64)
     backend_workers: int = Field(default=2, ge=1, le=64)
     route_workers: int = Field(default=2, ge=1, le=64)
+    challenge_workers: int = Field(default=4, ge=1, le=64, description="workers telling Challenges and probing")
+    dry_run: bool = Field(default=False, description="decide and log every write, send none")
 
     qps: float = Field(default=20.0, gt=0, description="client-side API request rate")
     burst: int = Field(default=40, ge=1, description="client-side API request burst")

@@ -1,8 +1,10 @@
-"""The one HTTP endpoint: /metrics for Prometheus, /healthz for liveness, /readyz for readiness
-(ready once every informer's first list is in the cache)."""
+"""The one HTTP endpoint (for `kubectl port-forward` and Prometheus): /metrics, /healthz for liveness,
+/readyz for readiness (ready once every informer's first list is in the cache), and /debug/challenges:
+read-only JSON, every Challenge under way hop by hop and the step it waits on."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from aiohttp import web
@@ -11,7 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from reconciler.metrics import Metrics
 
 
-def build_app(metrics: Metrics, ready: Callable[[], bool], healthy: Callable[[], bool]) -> web.Application:
+def build_app(
+    metrics: Metrics,
+    ready: Callable[[], bool],
+    healthy: Callable[[], bool],
+    challenges: Callable[[], list[dict[str, object]]] | None = None,
+) -> web.Application:
     async def metrics_handler(_: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -22,7 +29,12 @@ def build_app(metrics: Metrics, ready: Callable[[], bool], healthy: Callable[[],
     async def readyz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n") if ready() else web.Response(status=503, text="informers not synced\n")
 
+    async def debug_challenges(_: web.Request) -> web.Response:
+        found = challenges() if challenges is not None else []
+        return web.json_response({"challenges": found}, dumps=lambda doc: json.dumps(doc, indent=1))
+
     app = web.Application()
+    app.router.add_get("/debug/challenges", debug_challenges)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

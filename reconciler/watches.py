@@ -17,6 +17,9 @@ from reconciler.kube.resources import (
     BACKENDS,
     CHALLENGES,
     DOMAINCLAIMS,
+    ENVOYPROXIES,
+    GATEWAYCLASSES,
+    GATEWAYS,
     HTTPROUTES,
     PROJECTS,
     SERVICES,
@@ -24,7 +27,19 @@ from reconciler.kube.resources import (
     Resource,
 )
 from reconciler.kube.store import Change, Store
-from reconciler.model import Backend, Challenge, DomainClaim, HasMeta, HTTPRoute, Project, ServedRoute, Service
+from reconciler.model import (
+    Backend,
+    Challenge,
+    DomainClaim,
+    EnvoyProxy,
+    Gateway,
+    GatewayClass,
+    HasMeta,
+    HTTPRoute,
+    Project,
+    ServedRoute,
+    Service,
+)
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind
 
@@ -84,6 +99,7 @@ def watches(
     policy: Policy,
     challenges: Callable[[Change[Challenge]], None] | None = None,
     routes: Callable[[Change[HTTPRoute]], None] | None = None,
+    services: Callable[[Change[Service]], None] | None = None,
 ) -> tuple[Watch[Any], ...]:
     """The watches, in the order they are started; `challenges` and `routes` observe those changes."""
     managed = Selector(policy.managed_by_label, policy.managed_by_value)
@@ -91,7 +107,7 @@ def watches(
     return (
         Watch(PROJECTS, Project.from_raw, cache.projects, triggers.on_project, cluster_wide=True),
         Watch(CHALLENGES, Challenge.from_raw, cache.challenges, triggers.on_challenge, observe=challenges),
-        Watch(SERVICES, Service.from_raw, cache.services, triggers.on_service),
+        Watch(SERVICES, Service.from_raw, cache.services, triggers.on_service, observe=services),
         Watch(BACKENDS, Backend.from_raw, cache.backends, triggers.on_backend),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.routes, triggers.on_route, solver_routes, observe=routes),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.shadows, triggers.on_shadow, managed),
@@ -99,6 +115,19 @@ def watches(
         # Every route serving a hostname anywhere decides domain claims, whatever namespaces are watched.
         Watch(HTTPROUTES, served_http, cache.served_http, triggers.on_served_route, cluster_wide=True),
         Watch(TLSROUTES, served_tls, cache.served_tls, triggers.on_served_route, cluster_wide=True, optional=True),
+        # Route mode `auto` and the probe read how the Gateways are set up.
+        Watch(GATEWAYS, Gateway.from_raw, cache.gateways, triggers.on_gateway_config, cluster_wide=True),
+        Watch(
+            GATEWAYCLASSES, GatewayClass.from_raw, cache.gateway_classes, triggers.on_gateway_config, cluster_wide=True
+        ),
+        Watch(
+            ENVOYPROXIES,
+            EnvoyProxy.from_raw,
+            cache.envoy_proxies,
+            triggers.on_gateway_config,
+            cluster_wide=True,
+            optional=True,
+        ),
     )
 
 

@@ -147,10 +147,14 @@ class KubeClient:
         label_selector: str | None = None,
         limit: int = 500,
         continue_token: str | None = None,
+        *,
+        field_selector: str | None = None,
     ) -> JSON:
         query: list[tuple[str, str]] = [("limit", str(limit))]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         if continue_token:
             query.append(("continue", continue_token))
         return await self._json("list", "GET", resource.path(namespace), query=query)
