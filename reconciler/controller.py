@@ -113,7 +113,9 @@ class Controller:
             metrics.registry.register(collector)
         table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe, self.exposures.observe)
         recorder = EventRecorder(client, metrics, dry_run=settings.dry_run)
-        self.writer = Writer(client, self.cache, table, self.policy, recorder, metrics, dry_run=settings.dry_run)
+        self.writer = Writer(
+            client, self.cache, table, self.policy, recorder, metrics, dry_run=settings.dry_run, on_change=self._changed
+        )
         self.prober = Prober(metrics)
         self.informers = [self._informer(client, watch, ns) for watch in table for ns in self._scopes(watch)]
         # Port allocation reads every Service of a namespace: decisions there are taken one at a time,
@@ -129,26 +131,26 @@ class Controller:
 
     def _informer(self, client: KubeClient, watch: Watch[Any], namespace: str | None) -> Informer[Any]:
         keep = self.policy.annotation_keys()
-
-        def handle(change: Change[Any]) -> None:
-            if not matters(change):
-                return
-            if watch.observe is not None:
-                watch.observe(change)
-            self.loops.enqueue(watch.trigger(change, self.cache))
-
         return Informer(
             client,
             watch.resource,
             lambda raw: watch.parse(raw, keep),
             watch.store,
-            handle,
+            lambda change: self._changed(watch, change),
             self.metrics,
             namespace=namespace,
             label_selector=str(watch.selector) if watch.selector else None,
             watch_timeout=self.settings.watch_timeout,
             optional=watch.optional,
         )
+
+    def _changed(self, watch: Watch[Any], change: Change[Any]) -> None:
+        """A change of the cache (a watch event, or a write's answer): bookkeeping, then the keys it wakes."""
+        if not matters(change):
+            return
+        if watch.observe is not None:
+            watch.observe(change)
+        self.loops.enqueue(watch.trigger(change, self.cache))
 
     def ready(self) -> bool:
         return self.started and all(i.synced.is_set() for i in self.informers)
@@ -245,7 +247,7 @@ class Controller:
                 extra={"controller": loop.name, "object": f"{key[0]}/{key[1]}", "reason": decision.skipped.value},
             )
         for write in decision.writes:
-            if await self.writer.apply(write, (loop.subject, key)) is not Outcome.SUCCESS:
+            if await self.writer.apply(write, (loop.subject, key)) not in (Outcome.SUCCESS, Outcome.DRY_RUN):
                 break  # later writes depend on this one (a claim before the wiring); its event re-triggers
         self.wiring.decided(decision, rewrites_route=loop is self.loops.routes)
         if decision.probe is not None:

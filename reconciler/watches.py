@@ -26,7 +26,7 @@ from reconciler.kube.resources import (
     TLSROUTES,
     Resource,
 )
-from reconciler.kube.store import Change, Store
+from reconciler.kube.store import Change, EventType, Store
 from reconciler.model import (
     Backend,
     Challenge,
@@ -131,22 +131,35 @@ def watches(
     )
 
 
-def forget(table: tuple[Watch[Any], ...], resource: Resource, key: tuple[str, str], uid: str) -> None:
+Changed = list[tuple[Watch[Any], Change[Any]]]
+"""What a write did to the cache, for the same triggers a watch event would have woken."""
+
+
+def forget(table: tuple[Watch[Any], ...], resource: Resource, key: tuple[str, str], uid: str) -> Changed:
     """Drop a deleted object from every store that holds it (this very object: same uid), so no decision
     deletes it a second time before the watch event arrives."""
+    changed: Changed = []
     for watch in table:
         if watch.resource == resource and (held := watch.store.get(key)) is not None and held.meta.uid == uid:
             watch.store.delete(key)
+            changed.append((watch, Change(EventType.DELETED, held, None)))
+    return changed
 
 
-def store_raw(table: tuple[Watch[Any], ...], resource: Resource, raw: Mapping[str, Any], keep: frozenset[str]) -> None:
+def store_raw(
+    table: tuple[Watch[Any], ...], resource: Resource, raw: Mapping[str, Any], keep: frozenset[str]
+) -> Changed:
     """Put an object into every store that watches such an object (unless a newer one is there): how a
-    write's answer reaches the cache before its watch event."""
+    write's answer reaches the cache, and the triggers, before its watch event (which then changes
+    nothing and wakes nothing)."""
+    changed: Changed = []
     if not isinstance(raw, Mapping) or not raw.get("metadata"):
-        return
+        return changed
     for watch in table:
         if watch.resource != resource:
             continue
         view = watch.parse(raw, keep)
         if watch.holds(view) and not watch.store.is_stale(view):
-            watch.store.upsert(view)
+            old = watch.store.upsert(view)
+            changed.append((watch, Change(EventType.ADDED if old is None else EventType.MODIFIED, old, view)))
+    return changed

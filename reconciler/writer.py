@@ -21,11 +21,12 @@ from reconciler.cache import ClusterCache
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import COMPONENT, EventRecorder, ObjectRef
 from reconciler.kube.resources import EVENTS, Resource
+from reconciler.kube.store import Change
 from reconciler.metrics import Metrics
 from reconciler.model import JSON, Key, Meta
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Create, Delete, Kind, Notice, Patch, Refusal, Subject, Write
-from reconciler.watches import RESOURCES, Watch, forget, store_raw
+from reconciler.watches import RESOURCES, Changed, Watch, forget, store_raw
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Outcome(StrEnum):
     ERROR = "error"
     NOT_SENT = "not_sent"
     """The very same write was rejected moments ago: not sent again (see `Writer.apply`)."""
+    DRY_RUN = "dry_run"
+    """`--dry-run`: decided and logged, not sent; the writes after it in the decision are decided too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,10 @@ class Writer:
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         dry_run: bool = False,
+        on_change: Callable[[Watch[Any], Change[Any]], None] | None = None,
     ) -> None:
+        self._on_change = on_change
+        """Where the cache changes a write made go: the triggers, as if the watch had seen them."""
         self._dry_run = dry_run
         """Decide and log every write, send none (`--dry-run`)."""
         self._client = client
@@ -182,17 +188,17 @@ class Writer:
                 answer = await self._client.patch(
                     resource, write.namespace, write.name, write.body, subresource=write.subresource
                 )
-                store_raw(self._table, resource, answer, self._keep)
+                self._changed(store_raw(self._table, resource, answer, self._keep))
             elif isinstance(write, Create):
                 answer = await self._client.create(resource, write.namespace, write.body)
-                store_raw(self._table, resource, answer, self._keep)
+                self._changed(store_raw(self._table, resource, answer, self._keep))
             else:
                 await self._client.delete(resource, write.namespace, write.name, write.uid, write.resource_version)
         except ApiError as exc:
             error = exc
         how = handling(verb, error)
         if isinstance(write, Delete) and how.outcome in (Outcome.SUCCESS, Outcome.NOT_FOUND):
-            forget(self._table, resource, (write.namespace, write.name), write.uid)  # one delete per object
+            self._changed(forget(self._table, resource, (write.namespace, write.name), write.uid))  # one delete
         if how.outcome is Outcome.REJECTED:
             self._rejected[fingerprint] = self._clock()
             while len(self._rejected) > REPORTED_MAX:
@@ -262,8 +268,13 @@ class Writer:
             self._rejected[fingerprint] = self._clock()
             where = {"kind": write.kind.value, "object": _path(write.namespace, write.name), "reason": write.reason}
             log.info(f"dry run: would {verb.value} {write.kind.value}", extra=where)
-            self._count(write, verb, Outcome.NOT_SENT)
-        return Outcome.NOT_SENT
+            self._count(write, verb, Outcome.DRY_RUN)
+        return Outcome.DRY_RUN
+
+    def _changed(self, changed: Changed) -> None:
+        if self._on_change is not None:
+            for watch, change in changed:
+                self._on_change(watch, change)
 
     def _count(self, write: Write, verb: Verb, outcome: Outcome) -> None:
         dry_run = "true" if self._dry_run else "false"

@@ -261,10 +261,10 @@ async def test_a_dry_run_sends_nothing_and_counts_each_write_it_would_make_once(
     client = FakeClient()
     w, metrics, cache = writer(client, dry_run=True)
     for _ in range(3):
-        assert await w.apply(PATCH, ABOUT_SERVICE) is Outcome.NOT_SENT
+        assert await w.apply(PATCH, ABOUT_SERVICE) is Outcome.DRY_RUN
     await w.report(Refusal(Kind.SERVICE, "ns", "s", "u1", Refused.NO_CHALLENGE_OWNER, "labels without an owner"))
     assert client.calls == [], "no write and no Event"
-    assert written(metrics, "not_sent", dry_run="true") == 1
+    assert written(metrics, "dry_run", dry_run="true") == 1
     assert written(metrics, "success") == 0
     svc = cache.service("ns", "s")
     assert svc is not None
@@ -286,3 +286,27 @@ async def test_a_notice_can_cite_the_platforms_own_events_about_another_object()
         event["message"] == "no address within 30s; the platform says: PortInUse: port 8089 is taken on EIP default-gw"
     )
     assert client.selectors == ["involvedObject.uid=u1"]
+
+
+async def test_a_writes_answer_wakes_the_triggers_as_its_watch_event_would() -> None:
+    """The watch event of a version already in the cache changes nothing and wakes nothing (no work for
+    status churn), so the write-through itself must wake what depends on the written object."""
+    answer = {"metadata": {"name": "s-backend", "namespace": "ns", "uid": "ub", "resourceVersion": "9"}}
+    metrics = Metrics()
+    policy = Policy()
+    cache = ClusterCache(policy.solver_label)
+    seen: list[tuple[str, str, str]] = []
+    client = FakeClient(answer=answer)
+    w = Writer(
+        client,
+        cache,
+        watches(cache, policy),
+        policy,
+        EventRecorder(client, metrics, "test"),
+        metrics,
+        on_change=lambda watch, change: seen.append((watch.resource.plural, change.type.value, change.obj.meta.name)),
+    )
+    await w.apply(Create(Kind.BACKEND, "ns", {"metadata": {"name": "s-backend"}}, "why"), ABOUT_SERVICE)
+    assert seen == [("backends", "ADDED", "s-backend")]
+    await w.apply(Delete(Kind.BACKEND, "ns", "s-backend", "ub", "9", "why"), ABOUT_SERVICE)
+    assert seen[-1] == ("backends", "DELETED", "s-backend")
