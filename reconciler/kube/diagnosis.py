@@ -49,6 +49,10 @@ INSTALL: dict[str, str] = {
 """How to get each API group's CRDs served, by group."""
 
 
+BUILT_IN = frozenset({"", "coordination.k8s.io"})
+"""Groups every Kubernetes API server serves (no CRD to install)."""
+
+
 def resource_id(resource: Resource, subresource: str | None = None) -> str:
     """`backends.gateway.envoyproxy.io/v1alpha1`; core resources as `services/v1`."""
     name = f"{resource.plural}/{subresource}" if subresource else resource.plural
@@ -73,21 +77,21 @@ def not_served(resource: Resource, served_versions: tuple[str, ...] = ()) -> str
             f"(served: {', '.join(served_versions)})"
         )
         return f"{cause}: {install_hint(resource)} in a version that serves {resource.api_version}"
-    if not resource.group:
+    if resource.group in BUILT_IN:
         return f"{resource_id(resource)} is not served by the API server: is this a Kubernetes API server?"
     return f"CRD for {resource_id(resource)} is not installed: {install_hint(resource)}"
 
 
 def rbac_fix(namespace: str | None = None, lease: bool = False, user: str | None = None) -> str:
-    """How to grant what is missing: the manifest and the object in it that grants it; `user` when the
-    reconciler runs as another identity than the ServiceAccount the manifest binds."""
+    """How to grant what is missing: the manifest and the object in it that grants it. `user` (None when
+    unknown) is who we run as: another identity than the manifest's ServiceAccount must be bound itself."""
     role = f"Role {LEADER_ELECTION_ROLE}" if lease else f"ClusterRole {CLUSTER_ROLE}"
     if lease and namespace != RBAC_NAMESPACE:
         return (
             f"grant get, create, update on leases.coordination.k8s.io in namespace {namespace} to "
             f"{user or 'this identity'} ({RBAC_MANIFEST} has {role} for namespace {RBAC_NAMESPACE} only)"
         )
-    if user:
+    if user and user != SERVICE_ACCOUNT_USER:
         return f"bind {role} ({RBAC_MANIFEST}) to {user}: the manifest binds it to ServiceAccount {SERVICE_ACCOUNT}"
     binding = "RoleBinding" if lease else "ClusterRoleBinding"
     return f"apply {RBAC_MANIFEST} ({role} and its {binding})"

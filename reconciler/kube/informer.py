@@ -20,7 +20,7 @@ import anyio
 from pydantic import ValidationError
 
 from reconciler.kube.client import ApiError, KubeClient
-from reconciler.kube.diagnosis import forbidden, install_hint, rbac_fix, rbac_name, resource_id
+from reconciler.kube.diagnosis import BUILT_IN, forbidden, install_hint, rbac_fix, rbac_name, resource_id
 from reconciler.kube.resources import Resource
 from reconciler.kube.store import Change, EventType, Store
 from reconciler.metrics import Metrics
@@ -35,9 +35,8 @@ def _hint(exc: BaseException, resource: Resource, namespace: str | None) -> str 
     """What an operator must fix when retrying cannot help by itself: a resource the API server stopped
     serving (404: its CRD is gone) or a permission we lost (401/403). None for anything transient."""
     if isinstance(exc, ApiError) and exc.not_found:
-        return f"{resource_id(resource)} is not served by the API server (is its CRD installed?): " + (
-            install_hint(resource)
-        )
+        fix = "" if resource.group in BUILT_IN else f": {install_hint(resource)}"
+        return f"{resource_id(resource)} is not served by the API server (is its CRD installed?){fix}"
     if isinstance(exc, ApiError) and exc.status in (401, 403):
         return forbidden(("list", "watch"), rbac_name(resource), namespace, rbac_fix())
     return None

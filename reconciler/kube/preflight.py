@@ -24,7 +24,6 @@ import anyio
 
 from reconciler.kube.client import ApiError
 from reconciler.kube.diagnosis import (
-    SERVICE_ACCOUNT_USER,
     ExitCode,
     StartupError,
     forbidden,
@@ -225,26 +224,31 @@ async def _allowed(client: PreflightClient, req: Requirement, verb: str, namespa
     return bool((answer.get("status") or {}).get("allowed"))
 
 
-async def review(
-    client: PreflightClient, requirements: Sequence[Requirement], user: str | None, expected_user: str | None
-) -> list[str]:
+async def review(client: PreflightClient, requirements: Sequence[Requirement], user: str | None) -> list[str]:
     """One line per resource and namespace with verbs we may not use; one line in all when we may use none."""
     asks = [(req, verb, ns) for req in requirements for ns in req.namespaces for verb in req.verbs]
     answers: dict[tuple[Requirement, str, str | None], bool] = {}
+    errors: list[ApiError] = []
     limiter = anyio.CapacityLimiter(REVIEWS_AT_ONCE)
 
     async def ask(req: Requirement, verb: str, ns: str | None) -> None:
         async with limiter:
-            answers[(req, verb, ns)] = await _allowed(client, req, verb, ns)
+            if errors:
+                return
+            try:
+                answers[(req, verb, ns)] = await _allowed(client, req, verb, ns)
+            except ApiError as exc:
+                errors.append(exc)
 
     async with anyio.create_task_group() as tg:
         for req, verb, ns in asks:
             tg.start_soon(ask, req, verb, ns)
-    other = user if user and expected_user and user != expected_user else None
+    if errors:
+        raise errors[0]
     if asks and not any(answers.values()):
-        fix = rbac_fix(user=other)
+        fix = rbac_fix(user=user)
         if any(req.lease for req, _, _ in asks):
-            fix += f"; and {rbac_fix(_lease_namespace(requirements), lease=True, user=other)}"
+            fix += f"; and {rbac_fix(_lease_namespace(requirements), lease=True, user=user)}"
         first = asks[0]
         return [
             f"{user or 'this identity'} has none of the {len(asks)} permissions the reconciler needs "
@@ -255,7 +259,7 @@ async def review(
         for ns in req.namespaces:
             denied = tuple(v for v in req.verbs if answers.get((req, v, ns)) is False)
             if denied:
-                fix = rbac_fix(ns, lease=req.lease, user=other)
+                fix = rbac_fix(ns, lease=req.lease, user=user)
                 lines.append(forbidden(denied, req.rbac_name, ns, fix, user))
     return lines
 
@@ -268,15 +272,13 @@ async def run(
     client: PreflightClient,
     requirements: Sequence[Requirement],
     wait: float,
-    expected_user: str | None = SERVICE_ACCOUNT_USER,
 ) -> Report:
-    """All checks; `StartupError` with every problem found (one line each). `expected_user` is the identity
-    `manifests/rbac.yaml` binds: another one is told to bind the role to itself."""
+    """All checks; `StartupError` with every problem found (one line each)."""
     version = await reach(client, wait)
     user = await whoami(client)
     try:
         lines = await discover(client, requirements)
-        lines += await review(client, requirements, user, expected_user)
+        lines += await review(client, requirements, user)
     except ApiError as exc:
         raise StartupError(
             ExitCode.CLUSTER,

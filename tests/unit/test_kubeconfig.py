@@ -215,8 +215,7 @@ async def test_a_context_without_user_has_no_credentials(tmp_path: Path) -> None
 async def test_a_context_whose_user_is_not_defined(tmp_path: Path) -> None:
     path = write(tmp_path, config(users=[]))
     assert await problem(path) == (
-        f"context 'a' in kubeconfig {path} refers to user 'u', which is not defined (users: none): "
-        "fix the kubeconfig"
+        f"context 'a' in kubeconfig {path} refers to user 'u', which is not defined (users: none): fix the kubeconfig"
     )
 
 
@@ -247,11 +246,15 @@ async def test_relative_certificate_paths_resolve_next_to_the_kubeconfig(tmp_pat
 # --- in-cluster ----------------------------------------------------------------------------------------
 
 
-def pod_files(tmp_path: Path) -> dict[str, str]:
+def pod_files(tmp_path: Path, without: str | None = None) -> dict[str, str]:
+    """The mounted ServiceAccount files (`without` one of them: `token_file` or `ca_file`)."""
     token, ca = tmp_path / "token", tmp_path / "ca.crt"
     token.write_text("pod-token")
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    return {"token_file": str(token), "ca_file": str(ca)}
+    files = {"token_file": str(token), "ca_file": str(ca)}
+    if without:
+        os.unlink(files[without])
+    return files
 
 
 IN_CLUSTER = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
@@ -265,8 +268,7 @@ async def test_in_cluster_configuration_loads(tmp_path: Path) -> None:
 
 
 async def test_in_cluster_without_a_mounted_token(tmp_path: Path) -> None:
-    files = pod_files(tmp_path)
-    Path(files["token_file"]).unlink()
+    files = pod_files(tmp_path, without="token_file")
     assert await problem(None, environ=IN_CLUSTER, **files) == (
         f"in-cluster configuration is incomplete: the ServiceAccount token {files['token_file']} does not exist: "
         "mount the ServiceAccount token (automountServiceAccountToken must not be false), or pass "
@@ -275,8 +277,7 @@ async def test_in_cluster_without_a_mounted_token(tmp_path: Path) -> None:
 
 
 async def test_in_cluster_without_the_ca(tmp_path: Path) -> None:
-    files = pod_files(tmp_path)
-    Path(files["ca_file"]).unlink()
+    files = pod_files(tmp_path, without="ca_file")
     line = await problem(None, environ=IN_CLUSTER, **files)
     assert line.startswith(f"in-cluster configuration is incomplete: the cluster CA certificate {files['ca_file']}")
 
