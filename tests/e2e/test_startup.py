@@ -216,9 +216,9 @@ async def test_an_identity_without_rbac_is_one_line(
 
 
 @pytest.fixture
-async def partial_role(api: Kube) -> AsyncIterator[tuple[str, str]]:
-    """A ServiceAccount in the reconciler's namespace bound to `manifests/rbac.yaml`'s ClusterRole minus
-    `create` on DomainClaims, and to its leader-election Role: (name, cluster role name)."""
+async def partial_role(api: Kube) -> AsyncIterator[str]:
+    """The name of a ServiceAccount in the reconciler's namespace, bound to a copy of `manifests/rbac.yaml`'s
+    ClusterRole without `create` on DomainClaims (same name) and to its leader-election Role."""
     await apply_rbac(api)
     name = f"partial-{secrets.token_hex(3)}"
     [cluster_role] = [
@@ -254,7 +254,7 @@ async def partial_role(api: Kube) -> AsyncIterator[tuple[str, str]]:
             },
         },
     )
-    yield name, name
+    yield name
     await api.delete(ROLEBINDINGS, name, RECONCILER_SA_NAMESPACE, missing_ok=True)
     await api.delete(CLUSTERROLEBINDINGS, name, missing_ok=True)
     await api.delete(CLUSTERROLES, name, missing_ok=True)
@@ -262,9 +262,9 @@ async def partial_role(api: Kube) -> AsyncIterator[tuple[str, str]]:
 
 
 async def test_one_missing_verb_is_one_line_and_stops_before_the_election(
-    control_plane: ControlPlane, api: Kube, tmp_path: Path, partial_role: tuple[str, str]
+    control_plane: ControlPlane, api: Kube, tmp_path: Path, partial_role: str
 ) -> None:
-    name, _ = partial_role
+    name = partial_role
     user = f"system:serviceaccount:{RECONCILER_SA_NAMESPACE}:{name}"
     path = await service_account_kubeconfig(
         api, control_plane, RECONCILER_SA_NAMESPACE, name, tmp_path / "p.kubeconfig"
