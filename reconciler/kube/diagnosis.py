@@ -41,12 +41,15 @@ SERVICE_ACCOUNT_USER = f"system:serviceaccount:{RBAC_NAMESPACE}:acme-gateway-rec
 
 INSTALL: dict[str, str] = {
     "acme.cert-manager.io": "install cert-manager (its CRDs, with installCRDs=true for the Helm chart)",
-    "gateway.envoyproxy.io": "install Envoy Gateway's CRDs (the Backend API, gateway.envoyproxy.io_backends.yaml)",
+    "gateway.envoyproxy.io": "install Envoy Gateway's CRDs",
+    "backends.gateway.envoyproxy.io": (
+        "install Envoy Gateway's CRDs (the Backend API, gateway.envoyproxy.io_backends.yaml)"
+    ),
     "gateway.networking.k8s.io": "install the Gateway API CRDs (standard channel)",
     "kube-dc.com": "install kube-dc (the reconciler only serves kube-dc clouds)",
     "acme-gateway.kube-dc.com": "apply manifests/crds/ (kubectl apply -k manifests/)",
 }
-"""How to get each API group's CRDs served, by group."""
+"""How to get a CRD served: by `plural.group`, else by group."""
 
 
 BUILT_IN = frozenset({"", "coordination.k8s.io"})
@@ -66,7 +69,8 @@ def rbac_name(resource: Resource, subresource: str | None = None) -> str:
 
 
 def install_hint(resource: Resource) -> str:
-    return INSTALL.get(resource.group, f"install the CRD that serves {resource.kind} ({resource.api_version})")
+    fallback = f"install the CRD that serves {resource.kind} ({resource.api_version})"
+    return INSTALL.get(f"{resource.plural}.{resource.group}") or INSTALL.get(resource.group, fallback)
 
 
 def not_served(resource: Resource, served_versions: tuple[str, ...] = ()) -> str:

@@ -37,7 +37,12 @@ def _hint(exc: BaseException, resource: Resource, namespace: str | None) -> str 
     if isinstance(exc, ApiError) and exc.not_found:
         fix = "" if resource.group in BUILT_IN else f": {install_hint(resource)}"
         return f"{resource_id(resource)} is not served by the API server (is its CRD installed?){fix}"
-    if isinstance(exc, ApiError) and exc.status in (401, 403):
+    if isinstance(exc, ApiError) and exc.status == 401:
+        return (
+            f"the API server rejects our credentials (401 Unauthorized) for {rbac_name(resource)}: renew the "
+            "kubeconfig's token or client certificate (or the ServiceAccount token)"
+        )
+    if isinstance(exc, ApiError) and exc.status == 403:
         return forbidden(("list", "watch"), rbac_name(resource), namespace, rbac_fix())
     return None
 

@@ -15,7 +15,7 @@ from kubernetes_asyncio import client as k8s_client
 from reconciler import access
 from reconciler.kube import preflight
 from reconciler.kube.client import ApiError, KubeClient, Limits
-from reconciler.kube.diagnosis import SERVICE_ACCOUNT_USER, ExitCode, StartupError
+from reconciler.kube.diagnosis import SERVICE_ACCOUNT_USER, ExitCode, StartupError, not_served
 from reconciler.kube.preflight import Requirement
 from reconciler.kube.resources import BACKENDS, CHALLENGES, DOMAINCLAIMS, LEASES, SERVICES, TLSROUTES, Resource
 from reconciler.metrics import Metrics
@@ -131,6 +131,16 @@ async def test_the_missing_httproute_and_project_crds() -> None:
         "CRD for httproutes.gateway.networking.k8s.io/v1 is not installed: install the Gateway API CRDs "
         "(standard channel)",
     ]
+
+
+def test_install_hints_by_resource_then_group() -> None:
+    envoy_proxies = Resource("gateway.envoyproxy.io", "v1alpha1", "envoyproxies", "EnvoyProxy")
+    assert not_served(envoy_proxies) == (
+        "CRD for envoyproxies.gateway.envoyproxy.io/v1alpha1 is not installed: install Envoy Gateway's CRDs"
+    )
+    assert not_served(Resource("example.com", "v1", "widgets", "Widget")) == (
+        "CRD for widgets.example.com/v1 is not installed: install the CRD that serves Widget (example.com/v1)"
+    )
 
 
 async def test_a_crd_serving_other_versions_names_them() -> None:

@@ -77,6 +77,15 @@ async def test_a_lost_permission_then_a_missing_crd_are_two_lines(caplog: pytest
     assert informer.problem is None
 
 
+async def test_expired_credentials_are_named_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    unauthorized = (401, {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "Unauthorized"})
+    await run_informer(Script(lists=[unauthorized, unauthorized, (200, listing("3"))]), lambda i: i.synced.is_set())
+    assert errors(caplog) == [
+        "the API server rejects our credentials (401 Unauthorized) for services: renew the kubeconfig's token or "
+        "client certificate (or the ServiceAccount token); not ready, retrying"
+    ]
+
+
 async def test_a_failing_watch_after_the_first_list_makes_it_not_ready_again() -> None:
     script = Script(lists=[(200, listing("3"))], watches=[(NOT_FOUND[0], [])] * 50)
     informer, _ = await run_informer(script, lambda i: i.problem is not None)
