@@ -67,8 +67,15 @@ prom_release="${prom_minor:0:1}.$((10#${prom_minor:1})).$prom_patch"
 prom_ldflags="-X github.com/prometheus/common/version.Version=$prom_release"
 build prometheus "$PROMETHEUS_VERSION" remove_all_sd "$prom_ldflags" \
   github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
-build helm "$HELM_VERSION" "" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-  helm.sh/helm/v3/cmd/helm
+# As Helm's Makefile: the default Kubernetes version (`helm template`, `helm lint`) follows its client-go
+# v0.MINOR, else it is v1.20 and charts that state a kubeVersion do not render.
+helm_gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+k8s_minor=$(awk '$1=="k8s.io/client-go"{split($2, v, "."); print v[2]; exit}' "$helm_gomod")
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in chartutil lint/rules; do
+  helm_ldflags+=" -X helm.sh/helm/v3/pkg/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$pkg.k8sVersionMinor=$k8s_minor"
+done
+build helm "$HELM_VERSION" "" "$helm_ldflags" helm.sh/helm/v3/cmd/helm
 build kustomize "$KUSTOMIZE_VERSION" "" "" sigs.k8s.io/kustomize/kustomize/v5
 
 crds="$CACHE_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
