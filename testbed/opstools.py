@@ -42,32 +42,21 @@ class OpsToolError(ComponentError):
     """An operator tool could not be built or run, or Prometheus did not come up."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class OpsTools:
     """The directory ``hack/build-ops-tools.sh`` prints: links to each tool's versioned cache directory."""
 
     root: Path
+    prometheus: Path = field(init=False)
+    promtool: Path = field(init=False)
+    helm: Path = field(init=False)
+    kustomize: Path = field(init=False)
+    monitoring_crds: list[Path] = field(init=False)  # prometheus-operator's ServiceMonitor and PrometheusRule
 
-    @property
-    def prometheus(self) -> Path:
-        return self.root / "prometheus"
-
-    @property
-    def promtool(self) -> Path:
-        return self.root / "promtool"
-
-    @property
-    def helm(self) -> Path:
-        return self.root / "helm"
-
-    @property
-    def kustomize(self) -> Path:
-        return self.root / "kustomize"
-
-    @property
-    def monitoring_crds(self) -> list[Path]:
-        """prometheus-operator's ServiceMonitor and PrometheusRule CRDs."""
-        return sorted((self.root / "monitoring-crds").glob("*.yaml"))
+    def __post_init__(self) -> None:
+        self.prometheus, self.promtool = self.root / "prometheus", self.root / "promtool"
+        self.helm, self.kustomize = self.root / "helm", self.root / "kustomize"
+        self.monitoring_crds = sorted((self.root / "monitoring-crds").glob("*.yaml"))
 
 
 _tools: OpsTools | None = None
