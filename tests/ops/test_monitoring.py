@@ -86,8 +86,8 @@ def test_promtool_rule_unit_tests(tools: OpsTools, rules_dir: Path) -> None:
     assert "SUCCESS" in out
 
 
-# Each mutation breaks one rule the way a careless edit would; the unit tests must notice. The first two
-# break "fires when it should", the last two "silent when it should not".
+# Each mutation breaks one rule the way a careless edit would; the unit tests must notice: "fires when it
+# should" (first two), "silent when it should not" (public projects, other jobs), no evaluation errors.
 MUTATIONS = {
     "first failure of a project not counted (newborn series branch dropped)": (
         "(acme_gateway_challenge_outcomes_total unless acme_gateway_challenge_outcomes_total offset 1h)",
@@ -101,6 +101,7 @@ MUTATIONS = {
         'acme_gateway_project_info{network="cloud"}',
         "acme_gateway_project_info",
     ),
+    "two projects in one namespace break the certificate joins": ("topk by (namespace) (1,", "("),
     "other controllers' work queues alerted on": (
         'max by (name) (workqueue_depth{job="acme-gateway-reconciler"}) > 10',
         "max by (name) (workqueue_depth) > 10",
