@@ -169,6 +169,7 @@ NON_DEFAULT: dict[str, Any] = {
     "managed_by_value": "someone",
     "backend_mode": "acme",
     "route_mode": "patch",
+    "max_challenges_per_project": 3,
 }
 
 
