@@ -242,7 +242,7 @@ async def test_crds_and_permissions_are_reported_together() -> None:
     lines = await failure(FakeApi(paths=served, allowed=allowed))
     assert [line.split(": ")[0] for line in lines] == [
         "CRD for backends.gateway.envoyproxy.io/v1alpha1 is not installed",
-        f"not allowed to create events (as {SERVICE_ACCOUNT_USER})",
+        f"not allowed to create, get, list, patch events (as {SERVICE_ACCOUNT_USER})",
     ]
 
 
