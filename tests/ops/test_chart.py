@@ -170,6 +170,12 @@ NON_DEFAULT: dict[str, Any] = {
     "backend_mode": "acme",
     "route_mode": "patch",
     "max_challenges_per_project": 3,
+    "dry_run": True,
+    "probe": False,
+    "probe_address": "gateway.example:8080",
+    "address_timeout": 45.0,
+    "challenge_workers": 6,
+    "startup_timeout": 12.0,
 }
 
 
