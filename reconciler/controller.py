@@ -159,6 +159,7 @@ class Controller:
             watch_timeout=self.settings.watch_timeout,
             optional=watch.optional,
             idle_timeout=self.settings.watch_idle_timeout,
+            keep=watch.keep,
         )
 
     def _changed(self, watch: Watch[Any], change: Change[Any]) -> None:

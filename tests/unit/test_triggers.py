@@ -150,7 +150,7 @@ def test_a_challenge_that_ends_wakes_every_solver_of_its_namespace() -> None:
 def test_a_project_wakes_everything_in_the_namespaces_either_version_names() -> None:
     old = Project.from_raw(o.project(status_namespace="old-ns"))
     new = Project.from_raw(o.project())
-    moved = [o.plain_service(name="left-behind", namespace="old-ns")]
+    moved = [o.plain_service(name="left-behind", namespace="old-ns", type_="LoadBalancer")]
     world = o.cache_of([*WORLD, *moved])
     wake = on_project(Change(EventType.MODIFIED, old, new), world)
     assert set(wake.services) == {SVC_KEY, OTHER_KEY, (o.NS, "my-app"), ("old-ns", "left-behind")}
