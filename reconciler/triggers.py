@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.cache import ClusterCache, route_service_refs
+from reconciler.hostnames import DomainClaim, ServedRoute
 from reconciler.kube.store import Change, EventType
-from reconciler.model import Backend, Challenge, DomainClaim, HTTPRoute, Key, Meta, Project, ServedRoute, Service
+from reconciler.model import Backend, Challenge, HTTPRoute, Key, Meta, Project, Service
 from reconciler.names import service_of_backend
 
 

@@ -13,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from reconciler import triggers
 from reconciler.cache import ClusterCache
+from reconciler.gateways import EnvoyProxy, Gateway, GatewayClass
+from reconciler.hostnames import DomainClaim, ServedRoute
 from reconciler.kube.resources import (
     BACKENDS,
     CHALLENGES,
@@ -27,19 +29,7 @@ from reconciler.kube.resources import (
     Resource,
 )
 from reconciler.kube.store import Change, EventType, Store
-from reconciler.model import (
-    Backend,
-    Challenge,
-    DomainClaim,
-    EnvoyProxy,
-    Gateway,
-    GatewayClass,
-    HasMeta,
-    HTTPRoute,
-    Project,
-    ServedRoute,
-    Service,
-)
+from reconciler.model import Backend, Challenge, HasMeta, HTTPRoute, Project, Service
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind
 
