@@ -21,6 +21,7 @@ import anyio.abc
 
 from reconciler.cache import ClusterCache
 from reconciler.config import Settings
+from reconciler.gauges import cache_gauges
 from reconciler.kube.client import KubeClient
 from reconciler.kube.events import EventRecorder
 from reconciler.kube.informer import Informer
@@ -33,7 +34,7 @@ from reconciler.probe import Prober
 from reconciler.reconcile import backends, diagnosis, routes, services, shadows
 from reconciler.reconcile.intents import Decision, Kind
 from reconciler.reconcile.snapshot import Snapshot
-from reconciler.tracking import ChallengeAges, ChallengeOutcomes, Exposures, ProjectInfo, RouteWiring, WaitingChallenges
+from reconciler.tracking import ChallengeOutcomes, Exposures, RouteWiring
 from reconciler.triggers import Wake, matters
 from reconciler.watches import Watch, watches
 from reconciler.writer import Outcome, Requeue, Writer
@@ -121,12 +122,8 @@ class Controller:
         self.outcomes = ChallengeOutcomes(metrics, self.cache)
         self.wiring = RouteWiring(metrics)
         self.exposures = Exposures(self.cache, self.policy)
-        for collector in (
-            WaitingChallenges(self.cache, self.policy),
-            ChallengeAges(self.cache),
-            ProjectInfo(self.cache),
-        ):
-            metrics.registry.register(collector)
+        for gauge in cache_gauges(self.cache, self.policy):
+            metrics.registry.register(gauge)
         table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe, self.exposures.observe)
         recorder = EventRecorder(client, metrics, dry_run=settings.dry_run)
         self.writer = Writer(

@@ -50,17 +50,26 @@ class Progress:
     """Where one challenge's wiring stands (also the `/debug/challenges` record)."""
 
     challenge: str
+    """namespace/name"""
     dns_name: str
     project: str = ""
+    """organization/name of the kube-dc Project"""
     network: str = ""
     service: str = ""
+    """the solver Service"""
     eip_port: int | None = None
+    """its external port on the project's EIP, once exposed"""
     address: str = ""
+    """the address the EIP gave it"""
     backend: str = ""
+    """the Backend pointing at that address (ours, or the platform's in backend mode none)"""
     route: str = ""
+    """the route carrying the challenge path to the Backend (companion, or cert-manager's in patch mode)"""
     gateway: str = ""
+    """namespace/name of the route's Gateway"""
     route_mode: str = ""
     probe: str = ""
+    """the gateway probe's last answer"""
     step: str = "solver"
     """The hop it waits on (see the module docstring)."""
 
