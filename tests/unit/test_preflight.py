@@ -288,8 +288,7 @@ async def test_an_api_server_that_never_answers_gives_up_after_the_wait() -> Non
 
 async def test_nothing_listening_is_connection_refused_within_the_wait() -> None:
     (port,) = free_loopback_ports(1)
-    api = k8s_client.ApiClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"))
-    client = KubeClient(api, Metrics(), Limits())
+    client = KubeClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"), Metrics(), Limits())
     try:
         with pytest.raises(StartupError) as caught:
             await preflight.run(client, EVERYTHING, 1.0)
