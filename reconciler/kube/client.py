@@ -23,10 +23,10 @@ from typing import Any
 
 import aiohttp
 import anyio
-from kubernetes_asyncio import client as k8s_client
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from reconciler import __version__
+from reconciler.kube import k8s
 from reconciler.kube import kubeconfig as kubeconfig_loader
 from reconciler.kube.ratelimit import TokenBucket
 from reconciler.kube.resources import Resource
@@ -107,20 +107,20 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Client-side request rate (token bucket) and how long one request is retried."""
+    """Client-side request rate (token bucket; `qps=0`: none) and how long one request is retried."""
 
-    qps: float = 20.0
+    qps: float = 0.0
     burst: int = 40
     retry_attempts: int = 5
     retry_deadline: float = 60.0
 
 
 class KubeClient:
-    def __init__(self, configuration: k8s_client.Configuration, metrics: Metrics, limits: Limits | None = None) -> None:
+    def __init__(self, configuration: k8s.Configuration, metrics: Metrics, limits: Limits | None = None) -> None:
         self._transport = Transport(configuration)
         self._metrics = metrics
         self._limits = limits = limits or Limits()
-        self._bucket = TokenBucket(limits.qps, limits.burst)
+        self._bucket = TokenBucket(limits.qps, limits.burst) if limits.qps > 0 else None
 
     @classmethod
     async def connect(
@@ -287,7 +287,7 @@ class KubeClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, request: _Request, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        delay = self._bucket.reserve()
+        delay = self._bucket.reserve() if self._bucket is not None else 0.0
         if delay > 0:
             self._metrics.api_throttle.observe(delay)
             await anyio.sleep(delay)

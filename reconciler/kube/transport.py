@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
+
+from reconciler.kube import k8s
 
 READ_BUFFER = 2**21  # a watch line can carry an object of up to etcd's 1.5 MiB request limit
 POOL_SIZE = 100
 
 
-def ssl_context(configuration: k8s_client.Configuration) -> ssl.SSLContext:
+def ssl_context(configuration: k8s.Configuration) -> ssl.SSLContext:
     """The same trust kubernetes-asyncio's own session would use (CA file, client certificate, verify)."""
     context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
     if configuration.disable_strict_ssl_verification:
@@ -54,7 +55,7 @@ def proxy_for(host: str, configured: str | None, environ_proxies: dict[str, str]
 class Transport:
     """Sends one request and returns the open response; the caller reads and releases it."""
 
-    def __init__(self, configuration: k8s_client.Configuration) -> None:
+    def __init__(self, configuration: k8s.Configuration) -> None:
         self.configuration = configuration
         self.host = str(configuration.host).rstrip("/")
         self._proxy = proxy_for(self.host, configuration.proxy)

@@ -87,7 +87,10 @@ def app_for(script: Script) -> web.Application:
 
 @asynccontextmanager
 async def serve(
-    script: Script, metrics: Metrics, configure: Callable[[k8s_client.Configuration], None] | None = None
+    script: Script,
+    metrics: Metrics,
+    configure: Callable[[k8s_client.Configuration], None] | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[KubeClient]:
     runner = web.AppRunner(app_for(script))
     await runner.setup()
@@ -97,7 +100,7 @@ async def serve(
     configuration = k8s_client.Configuration(host=f"http://127.0.0.1:{port}")
     if configure is not None:
         configure(configuration)
-    client = KubeClient(configuration, metrics, Limits(qps=1000, burst=1000, retry_attempts=3, retry_deadline=5))
+    client = KubeClient(configuration, metrics, limits or Limits(retry_attempts=3, retry_deadline=5))
     try:
         yield client
     finally:

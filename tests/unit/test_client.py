@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client as k8s_client
 
-from reconciler.kube.client import MERGE_PATCH, USER_AGENT, ApiError
+from reconciler.kube.client import MERGE_PATCH, USER_AGENT, ApiError, Limits
 from reconciler.kube.resources import SERVICES
 from reconciler.kube.transport import proxy_for
 from reconciler.metrics import Metrics
@@ -102,3 +102,19 @@ def test_the_proxy_is_resolved_once_from_kubeconfig_then_environment(
     if no_proxy:
         monkeypatch.setenv("no_proxy", no_proxy)
     assert proxy_for(host, configured, environ) == expected
+
+
+async def test_no_client_side_limit_by_default_and_a_token_bucket_when_asked() -> None:
+    """A renewal storm must not queue on a local bucket: the API server's Priority and Fairness limits us.
+    With `--qps` the bucket is back (for API servers without it)."""
+    throttled = "acme_gateway_api_client_rate_limiter_seconds_count"
+    metrics = Metrics()
+    async with serve(Script(patches=[(200, OK)] * 30), metrics) as client:
+        for _ in range(30):
+            await client.patch(SERVICES, "ns", "s", {})
+    assert (metrics.registry.get_sample_value(throttled) or 0) == 0
+    metrics = Metrics()
+    async with serve(Script(patches=[(200, OK)] * 30), metrics, limits=Limits(qps=200, burst=5)) as client:
+        for _ in range(30):
+            await client.patch(SERVICES, "ns", "s", {})
+    assert (metrics.registry.get_sample_value(throttled) or 0) >= 10

@@ -199,3 +199,11 @@ def test_an_update_that_leaves_the_view_as_it_was_wakes_nothing() -> None:
     assert matters(Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(churned)))
     assert matters(Change(EventType.ADDED, None, Challenge.from_raw(CH)))
     assert matters(Change(EventType.DELETED, Challenge.from_raw(CH), None))
+
+
+def test_a_metadata_change_other_than_the_version_matters() -> None:
+    relabelled = copy.deepcopy(CH)
+    relabelled["metadata"]["resourceVersion"] = "2"
+    relabelled["metadata"].setdefault("labels", {})["x"] = "y"
+    relabelled["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    assert matters(Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(relabelled)))
