@@ -22,6 +22,6 @@ print("ok")
 
 def test_the_reconciler_does_not_import_the_generated_classes_and_others_still_get_them() -> None:
     """~38 MiB of resident memory (a third of the reconciler's) for classes it never uses."""
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", CHECK], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
