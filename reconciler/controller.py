@@ -26,7 +26,7 @@ from reconciler.kube.client import KubeClient
 from reconciler.kube.events import EventRecorder
 from reconciler.kube.informer import Informer
 from reconciler.kube.queue import WorkQueue
-from reconciler.kube.store import Change
+from reconciler.kube.store import Change, EventType
 from reconciler.metrics import Metrics
 from reconciler.model import Key
 from reconciler.policy import Policy
@@ -161,6 +161,8 @@ class Controller:
 
     def _changed(self, watch: Watch[Any], change: Change[Any]) -> None:
         """A change of the cache (a watch event, or a write's answer): bookkeeping, then the keys it wakes."""
+        if change.type is EventType.DELETED:
+            self.writer.saw_deleted(watch.resource, change.obj.meta.key)
         if not matters(change):
             return
         if watch.observe is not None:
