@@ -185,7 +185,7 @@ async def test_missing_verbs_are_grouped_per_resource_and_namespace() -> None:
         return not (a["resource"] == "services" and a.get("namespace") == "team-b" and not a.get("subresource"))
 
     assert await failure(FakeApi(allowed=allowed), requirements) == [
-        f"not allowed to list, watch, patch services in namespace team-b (as {SERVICE_ACCOUNT_USER}): "
+        f"not allowed to list, watch, patch, get services in namespace team-b (as {SERVICE_ACCOUNT_USER}): "
         "apply manifests/rbac.yaml (ClusterRole acme-gateway-reconciler and its ClusterRoleBinding)"
     ]
 
