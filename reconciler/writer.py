@@ -61,6 +61,9 @@ class Outcome(StrEnum):
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
     NAMESPACE_TERMINATING = "namespace_terminating"
+    FORBIDDEN = "forbidden"
+    """RBAC denied the reconciler: retried with back-off (an API server that is starting answers so until
+    its authorizer has synced), an ERROR for the operator, nothing for the tenant."""
     REJECTED = "rejected"
     ERROR = "error"
     NOT_SENT = "not_sent"
@@ -101,6 +104,10 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
     if error.namespace_terminating:
         # Everything in it is going away; nothing to fix and nobody to tell.
         return Handling(Outcome.NAMESPACE_TERMINATING, "{verb} skipped: namespace is being deleted")
+    if error.forbidden_identity:
+        return Handling(
+            Outcome.FORBIDDEN, "{verb} forbidden to the reconciler (RBAC); will retry", logging.ERROR, requeue=True
+        )
     if error.transient:
         return Handling(Outcome.ERROR, "{verb} failed", logging.WARNING, requeue=True)
     # 4xx: retrying unchanged cannot help; the next watch event or resync tries again.

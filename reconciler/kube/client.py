@@ -78,6 +78,13 @@ class ApiError(Exception):
         return self.status == 403 and "because it is being terminated" in self.message
 
     @property
+    def forbidden_identity(self) -> bool:
+        """RBAC denied us (`User "..." cannot patch resource ...`): about who we are, not about the write.
+        A restarting API server answers so until its authorizer has synced; an admission webhook's 403
+        ("denied the request") is about the write and is not this."""
+        return self.status == 403 and " cannot " in self.message and "denied the request" not in self.message
+
+    @property
     def gone(self) -> bool:
         return self.status == 410
 

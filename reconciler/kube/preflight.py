@@ -41,6 +41,8 @@ ACCESS_REVIEWS = Resource(
 )
 SELF_REVIEWS = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", namespaced=False)
 
+CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+"""No answer at all (after the client's own retries)."""
 ATTEMPT_TIMEOUT = 5.0
 """Seconds one `/version` request may take."""
 RETRY_CAP = 5.0
@@ -228,7 +230,7 @@ async def review(client: PreflightClient, requirements: Sequence[Requirement], u
     """One line per resource and namespace with verbs we may not use; one line in all when we may use none."""
     asks = [(req, verb, ns) for req in requirements for ns in req.namespaces for verb in req.verbs]
     answers: dict[tuple[Requirement, str, str | None], bool] = {}
-    errors: list[ApiError] = []
+    errors: list[Exception] = []
     limiter = anyio.CapacityLimiter(REVIEWS_AT_ONCE)
 
     async def ask(req: Requirement, verb: str, ns: str | None) -> None:
@@ -237,7 +239,7 @@ async def review(client: PreflightClient, requirements: Sequence[Requirement], u
                 return
             try:
                 answers[(req, verb, ns)] = await _allowed(client, req, verb, ns)
-            except ApiError as exc:
+            except (ApiError, *CONNECTION_ERRORS) as exc:
                 errors.append(exc)
 
     async with anyio.create_task_group() as tg:
@@ -275,14 +277,20 @@ async def run(
 ) -> Report:
     """All checks; `StartupError` with every problem found (one line each)."""
     version = await reach(client, wait)
-    user = await whoami(client)
     try:
+        user = await whoami(client)
         lines = await discover(client, requirements)
         lines += await review(client, requirements, user)
     except ApiError as exc:
         raise StartupError(
             ExitCode.CLUSTER,
             f"start-up checks failed at the API server {client.host}: {exc.status} {exc.reason}: {exc.message}",
+        ) from None
+    except CONNECTION_ERRORS as exc:  # it answered /version, then went away (a restart): exit, be restarted
+        raise StartupError(
+            ExitCode.CLUSTER,
+            f"start-up checks failed: the API server at {client.host} stopped answering ({_describe(exc)}): "
+            "it may be restarting; the reconciler exits and is started again",
         ) from None
     if lines:
         raise StartupError(ExitCode.CLUSTER, *lines)

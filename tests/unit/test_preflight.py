@@ -341,3 +341,25 @@ def test_requirements_carry_the_lease_only_when_electing() -> None:
     [lease] = [r for r in electing if r.resource == LEASES]
     assert lease == Requirement(LEASES, ("get", "create", "update", "list", "watch"), ("ns",), lease=True)
     assert next(r for r in EVERYTHING if r.resource == SERVICES).namespaces == (None,)
+
+
+@pytest.mark.parametrize(
+    "where", ["discovery", "access reviews"], ids=["connection lost in discovery", "connection lost in the reviews"]
+)
+async def test_an_api_server_that_goes_away_during_the_checks_is_one_line_not_a_traceback(where: str) -> None:
+    """It answered /version, then restarted: the connection errors outlast the client's retries."""
+    lost = aiohttp.ServerDisconnectedError()
+    api = FakeApi()
+    if where == "discovery":
+        api.paths = {}
+
+        async def get_path(path: str, *, timeout: float = 30.0, attempts: int | None = None) -> JSON:
+            if path == "/version":
+                return {"gitVersion": "v1.36.3"}
+            raise lost
+
+        api.get_path = get_path  # type: ignore[method-assign]
+    else:
+        api.allowed = lambda attributes: (_ for _ in ()).throw(lost)
+    [line] = await failure(api)
+    assert line.startswith(f"start-up checks failed: the API server at {HOST} stopped answering (")

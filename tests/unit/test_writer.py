@@ -93,6 +93,11 @@ def written(metrics: Metrics, result: str, verb: str = "patch", kind: str = "Ser
 # -- the answer -> outcome table ---------------------------------------------------------------------------
 
 TERMINATING = "unable to create new content in namespace ns because it is being terminated"
+RBAC_DENIED = (
+    'services "s" is forbidden: User "system:serviceaccount:agr:agr" cannot patch resource "services" in API '
+    'group "" in the namespace "ns"'
+)
+WEBHOOK_DENIED = 'admission webhook "policy.example.com" denied the request: Backends may not point outside'
 
 
 @pytest.mark.parametrize(
@@ -105,7 +110,8 @@ TERMINATING = "unable to create new content in namespace ns because it is being 
         (Verb.PATCH, ApiError(404, "NotFound", "gone"), Outcome.NOT_FOUND, False, False),
         (Verb.DELETE, ApiError(404, "NotFound", "gone"), Outcome.NOT_FOUND, False, False),
         (Verb.CREATE, ApiError(403, "Forbidden", TERMINATING), Outcome.NAMESPACE_TERMINATING, False, False),
-        (Verb.PATCH, ApiError(403, "Forbidden", "RBAC says no"), Outcome.REJECTED, False, True),
+        (Verb.PATCH, ApiError(403, "Forbidden", RBAC_DENIED), Outcome.FORBIDDEN, True, False),
+        (Verb.CREATE, ApiError(403, "Forbidden", WEBHOOK_DENIED), Outcome.REJECTED, False, True),
         (Verb.PATCH, ApiError(422, "Invalid", "spec.type"), Outcome.REJECTED, False, True),
         (Verb.CREATE, ApiError(404, "NotFound", "namespace gone"), Outcome.REJECTED, False, True),
         (Verb.PATCH, ApiError(429, "TooManyRequests", "slow down"), Outcome.ERROR, True, False),
@@ -118,7 +124,7 @@ def test_each_api_answer_has_one_handling(
 ) -> None:
     how = handling(verb, error)
     assert (how.outcome, how.requeue, how.report) == (outcome, requeue, report)
-    assert (how.level == logging.ERROR) == report, "a rejected write is an error in the log; nothing else is"
+    assert (how.level == logging.ERROR) == (report or outcome is Outcome.FORBIDDEN), "errors: rejected, forbidden"
 
 
 # -- applying ---------------------------------------------------------------------------------------------
@@ -365,3 +371,16 @@ async def test_a_first_create_costs_no_read() -> None:
     w, _, _ = writer(client)
     assert await w.apply(OWNED_ROUTE, ABOUT_SERVICE) is Outcome.SUCCESS
     assert [verb for verb, _ in client.calls] == ["create"]
+
+
+async def test_a_write_forbidden_to_the_reconciler_is_retried_and_not_remembered_as_rejected() -> None:
+    """A restarting API server answers 403 until its authorizer has synced: the write goes back to the queue
+    with back-off, and the next attempt is sent (a rejected write would not be, for 10 minutes)."""
+    client = FakeClient(ApiError(403, "Forbidden", RBAC_DENIED))
+    w, metrics, _ = writer(client)
+    with pytest.raises(Requeue):
+        await w.apply(PATCH, ABOUT_SERVICE)
+    client.error = None
+    assert await w.apply(PATCH, ABOUT_SERVICE) is Outcome.SUCCESS
+    assert written(metrics, "forbidden") == 1
+    assert client.events() == [], "the tenant is not told about the reconciler's permissions"
