@@ -31,6 +31,10 @@ from reconciler.model import JSON
 log = logging.getLogger(__name__)
 
 
+EXPIRY_MARGIN = 0.05
+"""Seconds past a term's end before trying, so the attempt's own reading sees it expired."""
+
+
 class LeaseClient(Protocol):
     async def get(self, resource: Any, namespace: str | None, name: str) -> JSON: ...
 
@@ -81,15 +85,20 @@ class LeaderElector:
         self._on_change = on_change or (lambda _: None)
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
+        self._observed_duration = lease_duration
         self._released = anyio.Event()
         self.is_leader = False
 
     async def acquire(self) -> None:
-        """Returns once this process holds the lease: tried every `retry_period` (an expired term is only
-        seen by polling), and at once when `follow` sees the holder let go."""
+        """Returns once this process holds the lease: tried every `retry_period`, at once when `follow` sees
+        the holder let go, and right when the holder's term runs out (dated by `follow`'s view of its
+        last renewal, so a killed leader is replaced `lease_duration` after its last renewal, not up to a
+        polling period later)."""
         while not await self.try_acquire_or_renew():
             self._released = anyio.Event()
-            with anyio.move_on_after(self.retry_period * random.uniform(1.0, 1.2)):
+            wait = self.retry_period * random.uniform(1.0, 1.2)
+            expires_in = self._observed_at + self._observed_duration - self._clock()
+            with anyio.move_on_after(max(0.0, min(wait, expires_in + EXPIRY_MARGIN))):
                 await self._released.wait()
         log.info("became leader", extra={"lease": f"{self.namespace}/{self.name}", "identity": self.identity})
 
@@ -103,6 +112,9 @@ class LeaderElector:
                         spec = (event.get("object") or {}).get("spec") or {}
                         if event.get("type") in ("MODIFIED", "DELETED") and not spec.get("holderIdentity"):
                             self._released.set()
+                        elif event.get("type") in ("ADDED", "MODIFIED"):
+                            self._observe(str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or ""))
+                            self._observed_duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
             except Exception as exc:  # the watch is an optimisation: polling still acquires
                 log.debug("lease watch failed; polling only", extra={"error": str(exc)})
                 await anyio.sleep(self.retry_period)
@@ -166,6 +178,7 @@ class LeaderElector:
         renewed = str(spec.get("renewTime") or "")
         self._observe(holder, renewed)
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+        self._observed_duration = duration
         held_by_other = holder not in ("", self.identity)
         if held_by_other and self._clock() - self._observed_at < duration:
             self._set_leader(False)

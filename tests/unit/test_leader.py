@@ -199,3 +199,30 @@ async def test_a_standby_takes_a_released_lease_at_once_not_at_its_next_poll() -
         assert anyio.current_time() - started < 1.0, "followed at once, not after the retry period"
         tg.cancel_scope.cancel()
     assert standby.is_leader
+
+
+async def test_a_killed_leaders_lease_is_taken_when_its_term_ends_dated_by_the_watch() -> None:
+    """SIGKILL: no release. The standby saw the last renewal on the watch when it happened, and tries right
+    when that renewal's term ends, not at its next poll (which dated the renewal up to a period late)."""
+    api = WatchedLeaseAPI()
+    leader = LeaderElector(api, "ns", "lease", "a", lease_duration=2, renew_deadline=1.5, retry_period=1.0)
+    standby = LeaderElector(api, "ns", "lease", "b", lease_duration=2, renew_deadline=1.5, retry_period=1.0)
+    await leader.acquire()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(standby.follow, api)
+        acquired = anyio.Event()
+
+        async def wait_for_it() -> None:
+            await standby.acquire()
+            acquired.set()
+
+        tg.start_soon(wait_for_it)
+        await anyio.sleep(0.3)  # the standby polled once at 0 s; its next poll is at 1.0-1.2 s
+        assert await leader.try_acquire_or_renew(), "the last renewal, at 0.3 s"
+        last_renewal = anyio.current_time()
+        with anyio.fail_after(5):
+            await acquired.wait()  # the leader is "killed": it never renews again
+        took = anyio.current_time() - last_renewal
+        tg.cancel_scope.cancel()
+    assert standby.is_leader
+    assert 2 <= took < 2 + 0.3, f"taken {took:.2f}s after the last renewal (term 2 s)"
