@@ -225,5 +225,5 @@ class Api:
                         if kind == "ERROR":
                             raise ApiError("WATCH", res.path(), int(obj.get("code") or 500), str(obj))
                         yield kind, obj
-            except (ApiError, aiohttp.ClientError, asyncio.TimeoutError):
+            except (ApiError, aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.2)

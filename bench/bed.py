@@ -41,7 +41,9 @@ class Bed:
         assert proc.popen is not None
         return proc.popen.pid
 
-    def subject(self, kind: str, args: list[str] | None = None, label: str = "", wrap: list[str] | None = None) -> Subject:
+    def subject(
+        self, kind: str, args: list[str] | None = None, label: str = "", wrap: list[str] | None = None
+    ) -> Subject:
         return Subject(kind, self.plane, self.log_dir, list(args or ()), label, wrap)
 
     async def stop_kubedc(self) -> None:
@@ -64,24 +66,27 @@ class Bed:
 
 
 @contextlib.asynccontextmanager
-async def bed(log_dir: Path, kubedc: bool = True) -> AsyncIterator[Bed]:
-    """Start everything (the control plane takes 6-8 s); stop it all at the end."""
-    plane = ControlPlane()
-    plane.start()  # blocking, in the main thread: its children die with us (PDEATHSIG)
+async def bed(log_dir: Path, plane: ControlPlane | None = None) -> AsyncIterator[Bed]:
+    """Start everything (a control plane takes 6-8 s, unless one is given); stop what was started."""
+    own = plane is None
+    if plane is None:
+        plane = ControlPlane()
+        plane.start()  # blocking, in the main thread: its children die with us (PDEATHSIG)
     try:
         async with (
             Kube.from_kubeconfig(plane.admin_kubeconfig) as kube,
             Api(Credentials.from_kubeconfig(plane.admin_kubeconfig)) as api,
             Timeline(plane.admin_kubeconfig) as timeline,
         ):
-            standin = await KubeDC(kube).__aenter__() if kubedc else None
+            standin = await KubeDC(kube).__aenter__()
             the_bed = Bed(plane, kube, api, Load(api, standin.assign if standin else None), timeline, standin, log_dir)
             try:
                 yield the_bed
             finally:
                 await the_bed.stop_kubedc()
     finally:
-        plane.stop()
+        if own:
+            plane.stop()
 
 
 @dataclass
@@ -110,7 +115,9 @@ class Window:
 
     async def close(self) -> dict[str, Any]:
         """Everything that happened since `open`."""
-        assert self.usage is not None and self.counters is not None and self.api_counts is not None
+        assert self.usage is not None
+        assert self.counters is not None
+        assert self.api_counts is not None
         seconds = time.monotonic() - self.started
         usage = self.subject.usage()
         counters = (await self.subject.counters()).minus(self.counters)

@@ -7,9 +7,11 @@ average.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import platform
+import signal
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,15 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-Labels = Mapping[str, str]
+_prctl = getattr(ctypes.CDLL(None), "prctl", None)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn for the bench's children (subjects, observer, py-spy): SIGKILL when the bench dies, so a
+    killed run leaves nothing behind (they run in their own sessions)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,7 +67,11 @@ def load_average() -> tuple[float, float, float]:
 def machine() -> dict[str, object]:
     """What the numbers were measured on."""
     cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         platform.processor(),
     )
     return {

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from bench.api import BACKENDS, HTTPROUTES, SERVICES, Api, Credentials, Obj, Res
+from bench.measure import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANAGED = "app.kubernetes.io/managed-by=acme-gateway-reconciler"
@@ -105,7 +106,7 @@ class Timeline:
         env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.observe", "--kubeconfig", str(self.kubeconfig),
-            stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT, env=env, limit=1 << 20,
+            stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT, env=env, limit=1 << 20, preexec_fn=die_with_parent,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
         await asyncio.wait_for(self._synced.wait(), 60)
@@ -119,7 +120,8 @@ class Timeline:
             self._reader.cancel()
 
     async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
+        assert self._proc.stdout is not None
         while line := await self._proc.stdout.readline():
             event = json.loads(line)
             if event["ev"] == "synced":

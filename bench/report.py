@@ -51,74 +51,84 @@ def _at_most(value: float | None, limit: float) -> bool | None:
 def rows(results: R) -> list[Row]:
     """One row per target of the issue that this run measured."""
     out: list[Row] = []
-    g = lambda *p: _get(results, *p)  # noqa: E731
 
-    def ratio_row(target: str, rec: float | None, flo: float | None, unit: str, limit: float) -> None:
-        ratio = _ratio(rec, flo)
-        out.append(Row(target, rec, flo, unit, f"<= {limit}x floor", _at_most(ratio, limit), ratio))
+    def val(*path: str) -> Any:
+        return _get(results, *path)
 
-    if g("latency"):
-        ratio_row("single challenge, LB address -> routed, p50", g("latency", "reconciler", "ip_to_routed_ms", "p50"),
-                  g("latency", "floor", "ip_to_routed_ms", "p50"), "ms", 1.5)  # fmt: skip
-        ratio_row("single challenge, LB address -> routed, p99", g("latency", "reconciler", "ip_to_routed_ms", "p99"),
-                  g("latency", "floor", "ip_to_routed_ms", "p99"), "ms", 1.5)  # fmt: skip
-    if g("storm"):
-        rec, fast, slow = g("storm", "reconciler-default"), g("storm", "floor-unlimited"), g("storm", "floor-qps20")
-        if rec and fast:
-            ratio_row("storm total, default settings vs unthrottled floor", rec["total_seconds"],
-                      fast["total_seconds"], "s", 1.2)  # fmt: skip
-            ratio_row("storm per-challenge p99 (created -> routed)", rec["created_to_routed_ms"]["p99"],
-                      fast["created_to_routed_ms"]["p99"], "ms", 2.0)  # fmt: skip
-            wpc = rec["writes_per_challenge"]
-            out.append(Row("storm writes per challenge", wpc, fast["writes_per_challenge"], "",
-                           "= 3.0", abs(wpc - 3.0) < 1e-9))  # fmt: skip
-            conflicts = rec["window"]["conflicts"]
-            out.append(Row("storm write conflicts (409), default settings", conflicts, fast["window"]["conflicts"],
-                           "", "0", conflicts == 0))  # fmt: skip
-            ratio_row("storm CPU per challenge, default settings vs unthrottled floor", rec["cpu_per_challenge_ms"],
-                      fast["cpu_per_challenge_ms"], "ms", 1.5)  # fmt: skip
-            out.append(Row("storm RSS after the storm", rec["window"]["rss_mib"], fast["window"]["rss_mib"], "MiB",
-                           "(reported)", None, _ratio(rec["window"]["rss_mib"], fast["window"]["rss_mib"])))  # fmt: skip
-        high = g("storm", "reconciler-qps-high")
-        if high and fast:
-            ratio_row("storm total, --qps high vs unthrottled floor", high["total_seconds"], fast["total_seconds"], "s", 1.2)
-            ratio_row("storm per-challenge p99, --qps high", high["created_to_routed_ms"]["p99"],
-                      fast["created_to_routed_ms"]["p99"], "ms", 2.0)  # fmt: skip
-            ratio_row("storm CPU per challenge, --qps high vs unthrottled floor", high["cpu_per_challenge_ms"],
-                      fast["cpu_per_challenge_ms"], "ms", 1.5)  # fmt: skip
-            api429 = high["window"]["apiserver"]["429"] + high["window"]["apiserver"]["apf_rejected"]
-            out.append(Row("storm API server 429s / APF rejections, --qps high", api429,
-                           fast["window"]["apiserver"]["429"], "", "0 sustained", api429 == 0))  # fmt: skip
-        if rec and slow:
-            ratio_row("storm total, default limiter on both sides", rec["total_seconds"], slow["total_seconds"], "s", 1.2)
-    if g("scale", "reconciler"):
-        sc, fl, pop = g("scale", "reconciler"), g("scale", "floor") or {}, g("scale", "population")
+    def ratio(target: str, rec: Any, flo: Any, unit: str, limit: float) -> None:
+        r = _ratio(rec, flo)
+        out.append(Row(target, rec, flo, unit, f"<= {limit}x floor", _at_most(r, limit), r))
+
+    def reported(target: str, rec: Any, flo: Any, unit: str) -> None:
+        out.append(Row(target, rec, flo, unit, "(reported)", None, _ratio(rec, flo)))
+
+    for q in ("p50", "p99") if val("latency") else ():
+        lat = ("ip_to_routed_ms", q)
+        ratio(f"single challenge, LB address -> routed, {q}", val("latency", "reconciler", *lat),
+              val("latency", "floor", *lat), "ms", 1.5)  # fmt: skip
+
+    rec, high = val("storm", "reconciler-default"), val("storm", "reconciler-qps-high")
+    fast, slow = val("storm", "floor-unlimited"), val("storm", "floor-qps20")
+    if rec and fast:
+        ratio(
+            "storm total, default settings vs unthrottled floor", rec["total_seconds"], fast["total_seconds"], "s", 1.2
+        )
+        ratio("storm per-challenge p99 (created -> routed), default settings", rec["created_to_routed_ms"]["p99"],
+              fast["created_to_routed_ms"]["p99"], "ms", 2.0)  # fmt: skip
+        wpc = rec["writes_per_challenge"]
+        out.append(
+            Row("storm writes per challenge", wpc, fast["writes_per_challenge"], "", "= 3.0", abs(wpc - 3) < 1e-9)
+        )
+        conflicts = rec["window"]["conflicts"]
+        out.append(Row("storm write conflicts (409)", conflicts, fast["window"]["conflicts"], "", "0", conflicts == 0))
+        ratio("storm CPU per challenge, default settings vs unthrottled floor", rec["cpu_per_challenge_ms"],
+              fast["cpu_per_challenge_ms"], "ms", 1.5)  # fmt: skip
+        reported("storm RSS after the storm", rec["window"]["rss_mib"], fast["window"]["rss_mib"], "MiB")
+    if high and fast:
+        ratio("storm total, --qps high", high["total_seconds"], fast["total_seconds"], "s", 1.2)
+        ratio("storm per-challenge p99, --qps high", high["created_to_routed_ms"]["p99"],
+              fast["created_to_routed_ms"]["p99"], "ms", 2.0)  # fmt: skip
+        ratio(
+            "storm CPU per challenge, --qps high", high["cpu_per_challenge_ms"], fast["cpu_per_challenge_ms"], "ms", 1.5
+        )
+        api = high["window"]["apiserver"]
+        rejected = api["429"] + api["apf_rejected"]
+        floor_rejected = fast["window"]["apiserver"]["429"] + fast["window"]["apiserver"]["apf_rejected"]
+        out.append(Row("storm 429s + APF rejections, --qps high", rejected, floor_rejected, "", "0", rejected == 0))
+        reported("storm API server CPU, --qps high", high["window"]["apiserver_cpu_seconds"],
+                 fast["window"]["apiserver_cpu_seconds"], "s")  # fmt: skip
+    if rec and slow:
+        reported("storm total, default limiter on both sides", rec["total_seconds"], slow["total_seconds"], "s")
+
+    sc, fl, pop = val("scale", "reconciler"), val("scale", "floor") or {}, val("scale", "population")
+    if sc and pop:
         out.append(Row("scale: ready", sc["ready_seconds"], fl.get("ready_seconds"), "s", "<= 5 s",
                        _at_most(sc["ready_seconds"], 5.0)))  # fmt: skip
         out.append(Row("scale: RSS settled", sc["rss_settled_mib"], fl.get("rss_settled_mib"), "MiB", "<= 100 MiB",
                        _at_most(sc["rss_settled_mib"], 100.0)))  # fmt: skip
-        relevant = pop["load_balancers"]
-        out.append(Row("scale: reconciles after ready", sc["reconciles_after_ready_total"], 0, "",
-                       f"<= {relevant} (the LoadBalancers)", _at_most(sc["reconciles_after_ready_total"], relevant)))  # fmt: skip
+        lbs, runs = pop["load_balancers"], sc["reconciles_after_ready_total"]
+        out.append(Row("scale: reconciles after ready", runs, 0, "", f"<= {lbs} (LoadBalancers)", runs <= lbs))
         writes = sum(sc["writes_at_start"].values()) + sc["idle_writes"]
         out.append(Row("scale: writes (start-up + idle)", writes, fl.get("idle_writes"), "", "0", writes == 0))
-        cpu_share = sc["idle_cpu_seconds"] / sc["idle_seconds"]
-        out.append(Row(f"scale: idle CPU over {sc['idle_seconds']:.0f} s", sc["idle_cpu_seconds"],
+        share = sc["idle_cpu_seconds"] / sc["idle_seconds"]
+        out.append(Row(f"scale: CPU over {sc['idle_seconds']:.0f} idle s", sc["idle_cpu_seconds"],
                        fl.get("idle_cpu_seconds"), "s", f"<= {IDLE_CPU_TARGET:.0%} of a core",
-                       cpu_share <= IDLE_CPU_TARGET))  # fmt: skip
-    if g("churn", "reconciler"):
-        rc, fc = g("churn", "reconciler"), g("churn", "floor") or {}
-        ratio_row("churn: CPU per churned Challenge event", rc["cpu_per_event_us"], fc.get("cpu_per_event_us"), "us", 1.5)
+                       share <= IDLE_CPU_TARGET))  # fmt: skip
+
+    rc, fc = val("churn", "reconciler"), val("churn", "floor") or {}
+    if rc:
+        ratio("churn: CPU per churned Challenge event", rc["cpu_per_event_us"], fc.get("cpu_per_event_us"), "us", 1.5)
         adds = sum(rc["queue_adds"].values())
         out.append(Row("churn: work-queue adds from churn", adds, 0, "", "0", adds == 0))
-        ratio_row("churn: wiring p99 during churn", g("churn", "reconciler", "wiring_during_churn", "ip_to_routed_ms", "p99"),
-                  g("churn", "floor", "wiring_during_churn", "ip_to_routed_ms", "p99"), "ms", 1.5)  # fmt: skip
+        wiring = ("wiring_during_churn", "ip_to_routed_ms", "p99")
+        ratio("churn: wiring p99 during churn", val("churn", "reconciler", *wiring), val("churn", "floor", *wiring),
+              "ms", 1.5)  # fmt: skip
     return out
 
 
 def _num(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     if abs(value) >= 100 or float(value).is_integer():
         return f"{value:,.0f}"
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
@@ -127,11 +137,12 @@ def _num(value: float | None) -> str:
 def markdown(results: R) -> str:
     meta = results.get("meta", {})
     loads = meta.get("load_average", {})
+    host = meta.get("machine", {})
     lines = [
         f"# Benchmark: {meta.get('size', '?')} run",
         "",
-        f"`{meta.get('command', 'python -m bench.run')}` at {meta.get('started', '?')}, commit `{meta.get('commit', '?')}`, "
-        f"{meta.get('machine', {}).get('cpus', '?')} CPUs ({meta.get('machine', {}).get('cpu_model', '?')}).",
+        f"`{meta.get('command', 'python -m bench.run')}` at {meta.get('started', '?')}, "
+        f"commit `{meta.get('commit', '?')}`, {host.get('cpus', '?')} CPUs ({host.get('cpu_model', '?')}).",
         f"Load average at start {loads.get('start')}, at end {loads.get('end')}; per workload in the JSON.",
         "",
         "| target | reconciler | floor | ratio | goal | met |",
@@ -139,9 +150,11 @@ def markdown(results: R) -> str:
     ]
     for row in rows(results):
         unit = f" {row.unit}" if row.unit else ""
-        met = "–" if row.met is None else ("met" if row.met else "**missed**")
-        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "–"
-        lines.append(f"| {row.target} | {_num(row.reconciler)}{unit} | {_num(row.floor)}{unit} | {ratio} | {row.goal} | {met} |")
+        met = "-" if row.met is None else ("met" if row.met else "**missed**")
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        lines.append(
+            f"| {row.target} | {_num(row.reconciler)}{unit} | {_num(row.floor)}{unit} | {ratio} | {row.goal} | {met} |"
+        )
     lines += ["", *_details(results)]
     return "\n".join(lines) + "\n"
 
@@ -150,14 +163,20 @@ def _details(results: R) -> list[str]:
     out: list[str] = []
     storm = results.get("storm") or {}
     if storm:
-        out += ["## Storm runs", "", "| run | total s | p50 / p99 ms | created->LB p50 / p99 ms | writes/ch | CPU ms/ch | "
-                "limiter wait s | 409 | 429 | apiserver CPU s | load avg |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+        out += [
+            "## Storm runs",
+            "",
+            "| run | total s | p50 / p99 ms | created->LB p50 / p99 ms | writes/ch | CPU ms/ch | limiter wait s "
+            "| 409 | 429 | apiserver CPU s | load avg |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
         for name, r in storm.items():
             w = r["window"]
             ctr, lb = r["created_to_routed_ms"], r["created_to_lb_ms"]
             out.append(
                 f"| {name} | {_num(r['total_seconds'])} | {_num(ctr['p50'])} / {_num(ctr['p99'])} | "
-                f"{_num(lb['p50'])} / {_num(lb['p99'])} | {r['writes_per_challenge']:.2f} | {_num(r['cpu_per_challenge_ms'])} | "
+                f"{_num(lb['p50'])} / {_num(lb['p99'])} | {r['writes_per_challenge']:.2f} | "
+                f"{_num(r['cpu_per_challenge_ms'])} | "
                 f"{_num(w['throttled_seconds'])} | {_num(w['apiserver']['409'])} | {_num(w['apiserver']['429'])} | "
                 f"{_num(w['apiserver_cpu_seconds'])} | {w['load_average'][1][0]:.2f} |"
             )
@@ -208,7 +227,9 @@ def plots(results: R, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for label, samples, style in curves:
             xs = sorted(samples)
-            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], style, where="post", label=f"{label} (n={len(xs)})")
+            ax.step(
+                xs, [(i + 1) / len(xs) for i in range(len(xs))], style, where="post", label=f"{label} (n={len(xs)})"
+            )
         ax.set_xscale("log")
         ax.set_xlabel("LB address -> Backend and route in place (ms, log)")
         ax.set_ylabel("fraction of challenges")

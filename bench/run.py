@@ -24,15 +24,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import profile as profiling
 from bench import report
 from bench.bed import Bed, bed
 from bench.measure import git_commit, machine
+from bench.subjects import DEFAULT_QPS, HIGH_QPS
 from bench.workloads import churn, latency, scale, storm
 from testbed.paths import REPO_ROOT
 
 WORKLOADS = ("latency", "storm", "churn", "scale")
-HIGH_QPS = ["--qps", "100000", "--burst", "100000"]
-DEFAULT_QPS = ["--qps", "20", "--burst", "40"]  # the reconciler's defaults, for the floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,9 @@ def _storm_timeout(size: Sizes) -> float:
     return max(60.0, size.storm_challenges * 3 / 20 * 2 + 60)
 
 
-async def run_workloads(the_bed: Bed, size: Sizes, only: set[str]) -> dict[str, Any]:
+async def run_workloads(the_bed: Bed, size: Sizes, only: set[str], profiles: Path | None) -> dict[str, Any]:
+    """Every workload in `only`, reconciler then floor; with `profiles`, the profile passes too (those that
+    need the kube-dc stand-in before scale, which stops it)."""
     results: dict[str, Any] = {}
     sub = the_bed.subject
     if "latency" in only:
@@ -97,6 +99,9 @@ async def run_workloads(the_bed: Bed, size: Sizes, only: set[str]) -> dict[str, 
             results["churn"][subject.name] = await churn.run(
                 the_bed, subject, size.churned, size.churn_rate, size.churn_seconds, size.churn_wired
             )
+    if profiles is not None and only & {"storm", "churn"}:
+        _say("profiling the reconciler: storm, churn")
+        results["profiles"] = await profiling.wiring(the_bed, size, only, profiles)
     if "scale" in only:
         _say(f"scale: creating {size.scale_services} Services in {size.scale_namespaces} namespaces")
         population = await scale.populate(
@@ -106,6 +111,11 @@ async def run_workloads(the_bed: Bed, size: Sizes, only: set[str]) -> dict[str, 
         for subject in (sub("reconciler"), sub("floor")):
             _say(f"scale: {subject.name}, idle {size.idle_seconds:.0f} s")
             results["scale"][subject.name] = await scale.run(the_bed, subject, size.idle_seconds)
+        if profiles is not None:
+            _say("profiling the reconciler: scale start-up and memory")
+            results.setdefault("profiles", {}).update(await profiling.at_scale(the_bed, size, profiles))
+    if profiles is not None:
+        profiling.save(profiles, results.get("profiles", {}))
     return results
 
 
@@ -115,12 +125,7 @@ async def main_async(size: Sizes, only: set[str], out_dir: Path, profile: bool, 
     load_start = os.getloadavg()
     _say(f"{size.name} run; subject logs in {log_dir}")
     async with bed(log_dir) as the_bed:
-        results: dict[str, Any] = {}
-        results |= await run_workloads(the_bed, size, only)
-        if profile:
-            from bench import profile as profiling
-
-            results["profiles"] = await profiling.run(the_bed, size, only, out_dir / "profiles")
+        results = await run_workloads(the_bed, size, only, out_dir / "profiles" if profile else None)
         claims = {"served": the_bed.load.claims_served, "errors": the_bed.load.claim_errors[:5]}
     results["meta"] = {
         "size": size.name,

@@ -14,20 +14,24 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.measure import Samples, Usage
+from bench.measure import Samples, Usage, die_with_parent
 from testbed.controlplane import ControlPlane
 from testbed.harness import apply_rbac
 from testbed.kube import Kube
 from testbed.paths import REPO_ROOT
 from testbed.ports import free_loopback_ports
 
-WRITE_KINDS = {"Service", "Backend", "HTTPRoute", "DomainClaim"}
+HIGH_QPS = ["--qps", "100000", "--burst", "100000"]
+"""A client-side limit that never binds."""
+DEFAULT_QPS = ["--qps", "20", "--burst", "40"]
+"""The reconciler's default limit, for the floor."""
 
 
 @dataclass
@@ -72,6 +76,11 @@ class Subject:
     args: list[str] = field(default_factory=list)
     label: str = ""
     wrap: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    after_spawn: Callable[[int], Awaitable[None]] | None = None
+    """Called with the pid right after the process started (a profiler attaching from the first moment)."""
+    after_ready: Callable[[int], Awaitable[None]] | None = None
+    """Called with the pid once /readyz answered 200."""
     proc: asyncio.subprocess.Process | None = None
     ready_seconds: float | None = None
     port: int = 0
@@ -90,7 +99,17 @@ class Subject:
         python = [sys.executable] if self.wrap is None else [sys.executable, *self.wrap]
         if self.kind == "reconciler":
             bind = f"127.0.0.1:{self.port}"
-            return [*python, "-m", "reconciler", "run", "--kubeconfig", kubeconfig, "--metrics-bind-address", bind, *self.args]
+            return [
+                *python,
+                "-m",
+                "reconciler",
+                "run",
+                "--kubeconfig",
+                kubeconfig,
+                "--metrics-bind-address",
+                bind,
+                *self.args,
+            ]
         return [*python, "-m", "bench.floor", "--kubeconfig", kubeconfig, "--port", str(self.port), *self.args]
 
     async def start(self, api: Kube, ready_within: float = 120.0) -> None:
@@ -98,15 +117,17 @@ class Subject:
         await apply_rbac(api)
         (self.port,) = free_loopback_ports(1)
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"} | self.env
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{self.name}.log").open("ab")
         started = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(), cwd=REPO_ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         log.close()
+        if self.after_spawn is not None:
+            await self.after_spawn(self.proc.pid)
         async with aiohttp.ClientSession() as http:
             deadline = started + ready_within
             while time.monotonic() < deadline:
@@ -116,6 +137,8 @@ class Subject:
                     async with http.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
                         if resp.status == 200:
                             self.ready_seconds = time.monotonic() - started
+                            if self.after_ready is not None:
+                                await self.after_ready(self.proc.pid)
                             return
                 await asyncio.sleep(0.02)
         raise RuntimeError(f"{self.name} not ready within {ready_within}s; see {self.log_dir}")

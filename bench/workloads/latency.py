@@ -27,9 +27,9 @@ def hostnames(namespace: str, tag: str, count: int) -> list[str]:
 async def sequential(bed: Bed, namespace: str, hosts: list[str], timeout: float = 30.0) -> list[dict[str, float]]:
     """Wire one challenge after the other; per challenge the observed steps relative to its address."""
     out: list[dict[str, float]] = []
+    timeline = bed.timeline
     for host in hosts:
         solver = await bed.load.solver(Solver(namespace, host))
-        timeline = bed.timeline
         await timeline.until(lambda s=solver: timeline.routed_at(s.key) is not None, timeout)
         steps = dict(timeline.steps.get(solver.key, {}))
         routed = timeline.routed_at(solver.key)
