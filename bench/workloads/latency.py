@@ -47,6 +47,11 @@ async def sequential(bed: Bed, namespace: str, hosts: list[str], timeout: float 
     return out
 
 
+def _writes(window: dict[str, Any], verbs: tuple[str, ...]) -> float:
+    """Writes sent with these verbs, whatever their answer (`Kind/verb/result` keys)."""
+    return sum(n for key, n in window["writes"].items() if key.split("/")[1] in verbs)
+
+
 async def run(bed: Bed, subject: Subject, count: int) -> dict[str, Any]:
     prefix = bed.load.fresh("lat")
     [project] = await bed.load.projects(prefix, 1)
@@ -72,6 +77,7 @@ async def run(bed: Bed, subject: Subject, count: int) -> dict[str, Any]:
         "created_to_routed_ms": summary((s["created_to_routed"] for s in samples), 1000),
         "samples_ms": [round(v * 1000, 3) for v in ip_to_routed],
         "cpu_per_challenge_ms": 1000 * measured["cpu_seconds"] / max(1, len(samples)),
-        "writes_per_challenge": measured["writes_ok"] / max(1, len(samples)),
+        "writes_per_challenge": _writes(measured, ("patch", "create")) / max(1, len(samples)),
+        "cleanup_writes_per_challenge": _writes(measured, ("delete",)) / max(1, len(samples)),
         "window": measured,
     }
