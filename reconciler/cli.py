@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     a("--route-mode", choices=[m.value for m in RouteMode], help="how challenge paths reach the Backend")
     a("--eip-name", help="EIP solver Services bind on (default default-gw)")
     a("--solver-port-range", metavar="LOW-HIGH", help="external ports for solver Services on the EIP (8089-8188)")
+    a(
+        "--max-challenges-per-project",
+        type=int,
+        metavar="N",
+        help="challenges of one project wired at once; the rest wait, oldest first (default 10)",
+    )
     a("--service-workers", type=int)
     a("--backend-workers", type=int)
     a("--route-workers", type=int)

@@ -31,10 +31,10 @@ from reconciler.policy import Policy
 from reconciler.reconcile import backends, routes, services, shadows
 from reconciler.reconcile.intents import Decision, Kind
 from reconciler.reconcile.snapshot import Snapshot
-from reconciler.tracking import ChallengeOutcomes, RouteWiring
+from reconciler.tracking import ChallengeOutcomes, RouteWiring, WaitingChallenges
 from reconciler.triggers import Wake
 from reconciler.watches import Watch, watches
-from reconciler.writer import Requeue, Writer
+from reconciler.writer import Outcome, Requeue, Writer
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class Controller:
         self.loops = _loops(settings, metrics)
         self.outcomes = ChallengeOutcomes(metrics, self.cache)
         self.wiring = RouteWiring(metrics)
+        metrics.registry.register(WaitingChallenges(self.cache, self.policy))
         table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe)
         self.writer = Writer(client, self.cache, table, self.policy, EventRecorder(client, metrics), metrics)
         self.informers = [self._informer(client, watch, ns) for watch in table for ns in self._scopes(watch)]
@@ -130,6 +131,7 @@ class Controller:
             namespace=namespace,
             label_selector=str(watch.selector) if watch.selector else None,
             watch_timeout=self.settings.watch_timeout,
+            optional=watch.optional,
         )
 
     def ready(self) -> bool:
@@ -218,11 +220,14 @@ class Controller:
         decision = loop.reconcile(key, self.cache, self.policy)
         for refusal in decision.refusals:
             await self.writer.report(refusal)
+        for notice in decision.notices:
+            await self.writer.notify(notice)
         if decision.skipped and not decision.writes:
             log.debug(
                 "no action",
                 extra={"controller": loop.name, "object": f"{key[0]}/{key[1]}", "reason": decision.skipped.value},
             )
         for write in decision.writes:
-            await self.writer.apply(write, (loop.subject, key))
+            if await self.writer.apply(write, (loop.subject, key)) is not Outcome.SUCCESS:
+                break  # later writes depend on this one (a claim before the wiring); its event re-triggers
         self.wiring.decided(decision, rewrites_route=loop is self.loops.routes)

@@ -8,7 +8,7 @@ Everything here is plain data; nothing does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -126,6 +126,8 @@ class Service(View):
     ports: tuple[ServicePort, ...] = ()
     ingress: tuple[str, ...] = ()
     """`status.loadBalancer.ingress[*]` addresses (ip, else hostname), in order."""
+    cluster_ip: str = ""
+    """`spec.clusterIP`; "None" for a headless Service, which can never become a LoadBalancer."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Service:
@@ -134,6 +136,7 @@ class Service(View):
         return cls(
             meta=Meta.from_raw(raw, keep_annotations),
             type=spec.get("type") or "ClusterIP",
+            cluster_ip=spec.get("clusterIP") or "",
             ports=tuple(
                 ServicePort(
                     name=p.get("name"),
@@ -225,6 +228,8 @@ class Challenge(View):
     meta: Meta
     dns_name: str = ""
     token: str = ""
+    key: str = ""
+    """The key authorization the solver serves (public by design: the ACME server fetches it)."""
     type: str = ""
     state: str = ""
 
@@ -235,6 +240,7 @@ class Challenge(View):
             meta=Meta.from_raw(raw, keep_annotations),
             dns_name=spec.get("dnsName") or "",
             token=spec.get("token") or "",
+            key=spec.get("key") or "",
             type=spec.get("type") or "",
             state=(raw.get("status") or {}).get("state") or "",
         )
@@ -261,3 +267,70 @@ class Project(View):
             project_namespace=status_ns or f"{meta.namespace}-{meta.name}",
             network_type=spec.get("egressNetworkType") or spec.get("externalNetworkType"),
         )
+
+
+class ProjectRef(View):
+    """A kube-dc Project as a claim names it: its organization (the Project's namespace) and name."""
+
+    organization: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.organization}/{self.name}"
+
+
+class DomainClaim(View):
+    """Which project owns a hostname on the shared gateway (cluster-scoped, our API group)."""
+
+    meta: Meta
+    hostname: str = ""
+    project: ProjectRef | None = None
+    namespace: str = ""
+    """The project namespace its challenges run in."""
+    contenders: tuple[str, ...] = ()
+    """uids of the most recent other projects' Challenges refused for this name (bounded)."""
+    refused: int = 0
+    """How many Challenges of other projects were refused for this name."""
+    contested_since: str = ""
+    """lastTransitionTime of the Contested condition, kept when later contenders are recorded."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> DomainClaim:
+        spec = raw.get("spec") or {}
+        status = raw.get("status") or {}
+        project = spec.get("project") or {}
+        org, name = project.get("organization"), project.get("name")
+        refused = status.get("refusedChallenges")
+        contested = [c for c in status.get("conditions") or () if isinstance(c, dict) and c.get("type") == "Contested"]
+        return cls(
+            meta=Meta.from_raw(raw, keep_annotations),
+            hostname=str(spec.get("hostname") or "").lower(),
+            project=ProjectRef(organization=org, name=name) if isinstance(org, str) and isinstance(name, str) else None,
+            namespace=str(spec.get("namespace") or ""),
+            contenders=tuple(str(c) for c in status.get("recentContenders") or () if isinstance(c, str)),
+            refused=refused if isinstance(refused, int) else 0,
+            contested_since=str(contested[0].get("lastTransitionTime") or "") if contested else "",
+        )
+
+
+class ServedRoute(View):
+    """Any HTTPRoute or TLSRoute, reduced to the hostnames it serves: who already serves a name."""
+
+    meta: Meta
+    kind: str
+    hostnames: tuple[str, ...] = ()
+    attached: bool = False
+    """Has parentRefs: it is (meant to be) served by a Gateway."""
+
+    @classmethod
+    def parser(cls, kind: str) -> Callable[[Mapping[str, Any], frozenset[str] | None], ServedRoute]:
+        def parse(raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> ServedRoute:
+            spec = raw.get("spec") or {}
+            return cls(
+                meta=Meta.from_raw(raw, frozenset()),
+                kind=kind,
+                hostnames=tuple(str(h).lower() for h in spec.get("hostnames") or () if isinstance(h, str)),
+                attached=bool(spec.get("parentRefs")),
+            )
+
+        return parse

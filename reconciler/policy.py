@@ -43,6 +43,9 @@ class PolicyFields(BaseModel):
     managed_by_value: str = "acme-gateway-reconciler"
     backend_mode: BackendMode = BackendMode.ALL
     route_mode: RouteMode = RouteMode.SHADOW
+    max_challenges_per_project: int = Field(
+        default=10, ge=1, description="challenges of one project wired at once; the rest wait, oldest first"
+    )
 
 
 class Policy(PolicyFields):

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from reconciler.cache import ClusterCache
 from reconciler.kube.store import Change, EventType
 from reconciler.metrics import Metrics
 from reconciler.model import Challenge, HTTPRoute
-from reconciler.reconcile import challenges
+from reconciler.policy import Policy
+from reconciler.reconcile import challenges, limits
 from reconciler.reconcile.intents import Decision
+from reconciler.text import LABEL_VALUE_MAX, clip
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +26,33 @@ log = logging.getLogger(__name__)
 def project_label(cache: ClusterCache, namespace: str) -> str:
     """`org/name` of the namespace's Project, `none` without one: a bounded label value."""
     projects = cache.projects_for(namespace)
-    return f"{projects[0].meta.namespace}/{projects[0].meta.name}" if projects else "none"
+    if not projects:
+        return "none"
+    return clip(f"{projects[0].meta.namespace}/{projects[0].meta.name}", LABEL_VALUE_MAX)
+
+
+class WaitingChallenges(Collector):
+    """`acme_gateway_challenges_waiting{project}`: solvers held back by the per-project limit, computed
+    from the cache at scrape time (nothing polls)."""
+
+    def __init__(self, cache: ClusterCache, policy: Policy) -> None:
+        self._cache = cache
+        self._policy = policy
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "acme_gateway_challenges_waiting",
+            "Challenges waiting for a free slot of their project's concurrency limit, by project.",
+            labels=["project"],
+        )
+        for namespace in self._cache.solver_namespaces():
+            waiting = limits.waiting_count(namespace, self._cache, self._policy)
+            if waiting:
+                family.add_metric([project_label(self._cache, namespace)], waiting)
+        yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
 
 
 class ChallengeOutcomes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from reconciler.cache import ClusterCache, route_service_refs
 from reconciler.kube.store import Change
-from reconciler.model import Backend, Challenge, HTTPRoute, Key, Meta, Project, Service
+from reconciler.model import Backend, Challenge, DomainClaim, HTTPRoute, Key, Meta, Project, ServedRoute, Service
 from reconciler.names import service_of_backend
 
 
@@ -85,13 +85,41 @@ def on_shadow(change: Change[HTTPRoute], cache: ClusterCache) -> Wake:
 
 
 def on_challenge(change: Change[Challenge], cache: ClusterCache) -> Wake:
-    """The solver objects the Challenge controls (found by its uid)."""
+    """The solver objects the Challenge controls (found by its uid); and when it ends, the other solvers
+    of its namespace: one of them may take the concurrency slot it held."""
     wake = Wake()
     uid = change.obj.meta.uid
     for svc in cache.services_controlled_by(uid):
         wake.solver_service(svc.meta.key, cache)
     wake.routes.extend(route.meta.key for route in cache.routes_controlled_by(uid))
+    was_active = change.old is not None and not change.old.final
+    active = change.new is not None and not change.new.final
+    if was_active and not active:
+        wake.services.extend(svc.meta.key for svc in cache.solver_services_in(change.obj.meta.namespace))
     return wake
+
+
+def _challenges_for_names(names: set[str], cache: ClusterCache) -> Wake:
+    wake = Wake()
+    for name in sorted(names):
+        for challenge in cache.challenges_covered_by(name):
+            for svc in cache.services_controlled_by(challenge.meta.uid):
+                wake.solver_service(svc.meta.key, cache)
+    return wake
+
+
+def on_claim(change: Change[DomainClaim], cache: ClusterCache) -> Wake:
+    """A claim made, transferred or deleted: every Challenge it decides (either version's hostname)."""
+    return _challenges_for_names({c.hostname for c in change.versions() if c.hostname}, cache)
+
+
+def on_served_route(change: Change[ServedRoute], cache: ClusterCache) -> Wake:
+    """A route that serves (or stopped serving) a name decides the Challenges for that name; only a
+    change of hostnames, attachment or namespace matters, so status updates wake nothing."""
+    old, new = change.old, change.new
+    if old is not None and new is not None and (old.hostnames, old.attached) == (new.hostnames, new.attached):
+        return Wake()
+    return _challenges_for_names({h for route in change.versions() for h in route.hostnames}, cache)
 
 
 def on_project(change: Change[Project], cache: ClusterCache) -> Wake:

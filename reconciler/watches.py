@@ -13,16 +13,31 @@ from typing import Any, Generic, TypeVar
 
 from reconciler import triggers
 from reconciler.cache import ClusterCache
-from reconciler.kube.resources import BACKENDS, CHALLENGES, HTTPROUTES, PROJECTS, SERVICES, Resource
+from reconciler.kube.resources import (
+    BACKENDS,
+    CHALLENGES,
+    DOMAINCLAIMS,
+    HTTPROUTES,
+    PROJECTS,
+    SERVICES,
+    TLSROUTES,
+    Resource,
+)
 from reconciler.kube.store import Change, Store
-from reconciler.model import Backend, Challenge, HasMeta, HTTPRoute, Project, Service
+from reconciler.model import Backend, Challenge, DomainClaim, HasMeta, HTTPRoute, Project, ServedRoute, Service
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind
 
 T = TypeVar("T", bound=HasMeta)
 
-WRITABLE: dict[Kind, Resource] = {Kind.SERVICE: SERVICES, Kind.BACKEND: BACKENDS, Kind.HTTPROUTE: HTTPROUTES}
-"""The resources our writes (and the Events about them) address, by the kind an intent names."""
+RESOURCES: dict[Kind, Resource] = {
+    Kind.SERVICE: SERVICES,
+    Kind.BACKEND: BACKENDS,
+    Kind.HTTPROUTE: HTTPROUTES,
+    Kind.CHALLENGE: CHALLENGES,
+    Kind.DOMAINCLAIM: DOMAINCLAIMS,
+}
+"""The resources our writes and Events address, by the kind an intent names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +68,15 @@ class Watch(Generic[T]):
     """Listed across all namespaces even when the controller is scoped (Projects live in org namespaces)."""
     observe: Callable[[Change[T]], None] | None = None
     """Metric bookkeeping that needs every change (`tracking`), before the keys are enqueued."""
+    optional: bool = False
+    """An API the cluster may not serve (TLSRoute): a missing resource counts as an empty list."""
 
     def holds(self, view: T) -> bool:
         return self.selector is None or self.selector.matches(view.meta.labels)
+
+
+served_http = ServedRoute.parser("HTTPRoute")
+served_tls = ServedRoute.parser("TLSRoute")
 
 
 def watches(
@@ -74,7 +95,19 @@ def watches(
         Watch(BACKENDS, Backend.from_raw, cache.backends, triggers.on_backend),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.routes, triggers.on_route, solver_routes, observe=routes),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.shadows, triggers.on_shadow, managed),
+        Watch(DOMAINCLAIMS, DomainClaim.from_raw, cache.claims, triggers.on_claim, cluster_wide=True),
+        # Every route serving a hostname anywhere decides domain claims, whatever namespaces are watched.
+        Watch(HTTPROUTES, served_http, cache.served_http, triggers.on_served_route, cluster_wide=True),
+        Watch(TLSROUTES, served_tls, cache.served_tls, triggers.on_served_route, cluster_wide=True, optional=True),
     )
+
+
+def forget(table: tuple[Watch[Any], ...], resource: Resource, key: tuple[str, str], uid: str) -> None:
+    """Drop a deleted object from every store that holds it (this very object: same uid), so no decision
+    deletes it a second time before the watch event arrives."""
+    for watch in table:
+        if watch.resource == resource and (held := watch.store.get(key)) is not None and held.meta.uid == uid:
+            watch.store.delete(key)
 
 
 def store_raw(table: tuple[Watch[Any], ...], resource: Resource, raw: Mapping[str, Any], keep: frozenset[str]) -> None:

@@ -7,9 +7,12 @@ must see it), and raises `Requeue` when retrying later can help.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -21,13 +24,13 @@ from reconciler.kube.resources import Resource
 from reconciler.metrics import Metrics
 from reconciler.model import JSON, Key, Meta
 from reconciler.policy import Policy
-from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Refusal, Write
-from reconciler.watches import WRITABLE, Watch, store_raw
+from reconciler.reconcile.intents import Create, Delete, Kind, Notice, Patch, Refusal, Subject, Write
+from reconciler.watches import RESOURCES, Watch, forget, store_raw
 
 log = logging.getLogger(__name__)
 
 REPORTED_MAX = 10_000
-EVENT_MESSAGE_MAX = 1000
+REJECTED_MEMORY_SECONDS = 600.0
 
 
 class Requeue(Exception):
@@ -57,6 +60,8 @@ class Outcome(StrEnum):
     NAMESPACE_TERMINATING = "namespace_terminating"
     REJECTED = "rejected"
     ERROR = "error"
+    NOT_SENT = "not_sent"
+    """The very same write was rejected moments ago: not sent again (see `Writer.apply`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
     if error.not_found and verb is Verb.PATCH:
         return Handling(Outcome.NOT_FOUND, "{verb} target is gone")
     if error.not_found and verb is Verb.DELETE:
-        return Handling(Outcome.SUCCESS, "{past} {kind}")  # already gone: what we wanted
+        return Handling(Outcome.NOT_FOUND, "{verb} target was already gone")  # what we wanted, not our doing
     if error.namespace_terminating:
         # Everything in it is going away; nothing to fix and nobody to tell.
         return Handling(Outcome.NAMESPACE_TERMINATING, "{verb} skipped: namespace is being deleted")
@@ -95,7 +100,9 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
 
 
 class WriteClient(Protocol):
-    async def patch(self, resource: Resource, namespace: str | None, name: str, body: Any) -> JSON: ...
+    async def patch(
+        self, resource: Resource, namespace: str | None, name: str, body: Any, *, subresource: str | None = None
+    ) -> JSON: ...
 
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> JSON: ...
 
@@ -105,7 +112,26 @@ class WriteClient(Protocol):
 
 
 def object_ref(kind: Kind, meta: Meta) -> ObjectRef:
-    return ObjectRef(WRITABLE[kind].api_version, kind.value, meta.namespace, meta.name, meta.uid)
+    return ObjectRef(RESOURCES[kind].api_version, kind.value, meta.namespace, meta.name, meta.uid)
+
+
+def subject_ref(subject: Subject) -> ObjectRef:
+    resource = RESOURCES[subject.kind]
+    return ObjectRef(resource.api_version, subject.kind.value, subject.namespace, subject.name, subject.uid)
+
+
+def _path(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _fingerprint(write: Write) -> str:
+    """The same write to the same object version (a Create's version is its body)."""
+    if isinstance(write, Delete):
+        return f"delete {write.kind} {write.namespace}/{write.name} {write.uid} {write.resource_version}"
+    body = json.dumps(write.body, sort_keys=True, default=str)
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    sub = write.subresource if isinstance(write, Patch) else None
+    return f"{type(write).__name__} {write.kind} {write.namespace}/{write.name}/{sub} {digest}"
 
 
 class Writer:
@@ -117,6 +143,7 @@ class Writer:
         policy: Policy,
         recorder: EventRecorder,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -125,16 +152,27 @@ class Writer:
         self._recorder = recorder
         self._metrics = metrics
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._rejected: OrderedDict[str, float] = OrderedDict()
+        self._clock = clock
 
-    async def apply(self, write: Write, subject: tuple[Kind, Key]) -> None:
+    async def apply(self, write: Write, subject: tuple[Kind, Key]) -> Outcome:
         """Sends one write; `subject` is the object the decision was about (for a WriteRejected Event).
-        Raises `Requeue` when the decision must be taken again later."""
-        resource = WRITABLE[write.kind]
+        Returns the outcome; raises `Requeue` when the decision must be taken again later."""
+        resource = RESOURCES[write.kind]
         verb = VERBS[type(write)]
+        fingerprint = _fingerprint(write)
+        rejected_at = self._rejected.get(fingerprint)
+        if rejected_at is not None and self._clock() - rejected_at < REJECTED_MEMORY_SECONDS:
+            # The API server refused exactly this write to exactly this version: sending it again on the
+            # next event in the namespace cannot succeed, and would flood the logs and Events.
+            self._metrics.writes.labels(write.kind.value, verb.value, Outcome.NOT_SENT.value).inc()
+            return Outcome.NOT_SENT
         error: ApiError | None = None
         try:
             if isinstance(write, Patch):
-                answer = await self._client.patch(resource, write.namespace, write.name, write.body)
+                answer = await self._client.patch(
+                    resource, write.namespace, write.name, write.body, subresource=write.subresource
+                )
                 store_raw(self._table, resource, answer, self._keep)
             elif isinstance(write, Create):
                 answer = await self._client.create(resource, write.namespace, write.body)
@@ -144,7 +182,13 @@ class Writer:
         except ApiError as exc:
             error = exc
         how = handling(verb, error)
-        where: dict[str, Any] = {"kind": write.kind.value, "object": f"{write.namespace}/{write.name}"}
+        if isinstance(write, Delete) and how.outcome in (Outcome.SUCCESS, Outcome.NOT_FOUND):
+            forget(self._table, resource, (write.namespace, write.name), write.uid)  # one delete per object
+        if how.outcome is Outcome.REJECTED:
+            self._rejected[fingerprint] = self._clock()
+            while len(self._rejected) > REPORTED_MAX:
+                self._rejected.popitem(last=False)
+        where: dict[str, Any] = {"kind": write.kind.value, "object": _path(write.namespace, write.name)}
         where["reason"] = write.reason
         if error is not None and how.outcome is not Outcome.NOT_FOUND:
             where |= {"status": error.status, "error": error.message}
@@ -154,35 +198,46 @@ class Writer:
             about = self._subject(*subject)
             if about is not None:
                 message = (
-                    f"{verb.value} {write.kind.value} {write.namespace}/{write.name} rejected "
+                    f"{verb.value} {write.kind.value} {_path(write.namespace, write.name)} rejected "
                     f"({error.status} {error.reason}): {error.message}"
                 )
-                await self._recorder.post(about, "Warning", "WriteRejected", message[:EVENT_MESSAGE_MAX])
+                await self._recorder.post(about, "Warning", "WriteRejected", message)
         if how.requeue:
             raise Requeue() from error
+        return how.outcome
 
     async def report(self, refusal: Refusal) -> None:
         """Log, count and show a refusal once per object and reason (not on every resync)."""
-        marker = (refusal.uid or f"{refusal.namespace}/{refusal.name}", refusal.reason.value)
-        if marker in self._reported:
+        if not self._first(refusal.subject, refusal.reason.value):
             return
-        self._reported[marker] = None
-        if len(self._reported) > REPORTED_MAX:
-            self._reported.popitem(last=False)
         self._metrics.refusals.labels(refusal.kind.value, refusal.reason.value).inc()
         log.warning(
             "refused",
             extra={
                 "kind": refusal.kind.value,
-                "object": f"{refusal.namespace}/{refusal.name}",
+                "object": _path(refusal.namespace, refusal.name),
                 "reason": refusal.reason.value,
                 "detail": refusal.message,
             },
         )
-        about = ObjectRef(
-            WRITABLE[refusal.kind].api_version, refusal.kind.value, refusal.namespace, refusal.name, refusal.uid
-        )
-        await self._recorder.post(about, "Warning", refusal.reason.value, refusal.message)
+        for subject in (refusal.subject, *refusal.also):
+            await self._recorder.post(subject_ref(subject), "Warning", refusal.reason.value, refusal.message)
+
+    async def notify(self, notice: Notice) -> None:
+        """Show a notice on each of its objects once (per object and reason)."""
+        for subject in notice.subjects:
+            if self._first(subject, notice.reason):
+                await self._recorder.post(subject_ref(subject), notice.type, notice.reason, notice.message)
+
+    def _first(self, subject: Subject, reason: str) -> bool:
+        """True the first time (in a bounded memory) this object is told this reason."""
+        marker = (subject.uid or _path(subject.namespace, subject.name), reason)
+        if marker in self._reported:
+            return False
+        self._reported[marker] = None
+        if len(self._reported) > REPORTED_MAX:
+            self._reported.popitem(last=False)
+        return True
 
     def _subject(self, kind: Kind, key: Key) -> ObjectRef | None:
         obj = self._cache.service(*key) if kind is Kind.SERVICE else self._cache.route(*key)

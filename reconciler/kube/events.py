@@ -12,6 +12,7 @@ from typing import Protocol
 from reconciler.kube.resources import EVENTS, Resource
 from reconciler.metrics import Metrics
 from reconciler.model import JSON
+from reconciler.text import EVENT_MESSAGE_MAX, clip
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class EventRecorder:
                 "uid": about.uid,
             },
             "reason": reason,
-            "message": message,
+            "message": clip(message, EVENT_MESSAGE_MAX),
             "type": type_,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,

@@ -39,6 +39,9 @@ def _hint(exc: BaseException) -> str | None:
     return None
 
 
+OPTIONAL_RECHECK_SECONDS = 300.0
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): only a relist recovers."""
 
@@ -57,6 +60,7 @@ class Informer(Generic[T]):
         watch_timeout: int = 300,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        optional: bool = False,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -69,6 +73,9 @@ class Informer(Generic[T]):
         self.watch_timeout = watch_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.optional = optional
+        """The cluster may not serve this resource: 404 on the list means "none of them" (looked for again
+        every `OPTIONAL_RECHECK_SECONDS`), not "not ready"."""
         self.synced = anyio.Event()
         self.resource_version: str | None = None
         self._label = resource.plural
@@ -94,16 +101,30 @@ class Informer(Generic[T]):
                 log.info("watch expired, relisting", extra={"resource": self.name})
                 self.metrics.watch_restarts.labels(self._label, "gone").inc()
                 self.resource_version = None
+            except ApiError as exc:
+                if not (self.optional and exc.not_found):
+                    failures = await self._back_off(exc, failures)
+                    continue
+                if not self.synced.is_set():
+                    log.info("resource not served by the API server; treated as empty", extra={"resource": self.name})
+                    self.synced.set()
+                    self.metrics.informer_synced.labels(self._label).set(1)
+                await anyio.sleep(OPTIONAL_RECHECK_SECONDS)
             except Exception as exc:  # aiohttp raises many shapes; none may kill the informer
-                failures += 1
-                delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)))
-                log.log(
-                    logging.ERROR if _hint(exc) else logging.WARNING,
-                    _hint(exc) or "list/watch failed, retrying",
-                    extra={"resource": self.name, "error": str(exc) or repr(exc), "retry_in": round(delay, 3)},
-                )
-                self.metrics.watch_restarts.labels(self._label, "error").inc()
-                await anyio.sleep(delay)
+                failures = await self._back_off(exc, failures)
+
+    async def _back_off(self, exc: BaseException, failures: int) -> int:
+        """Log, count and sleep before the next attempt; returns the new failure count."""
+        failures += 1
+        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)))
+        log.log(
+            logging.ERROR if _hint(exc) else logging.WARNING,
+            _hint(exc) or "list/watch failed, retrying",
+            extra={"resource": self.name, "error": str(exc) or repr(exc), "retry_in": round(delay, 3)},
+        )
+        self.metrics.watch_restarts.labels(self._label, "error").inc()
+        await anyio.sleep(delay)
+        return failures
 
     async def _list(self, initial: bool) -> str:
         self.metrics.relists.labels(self._label).inc()

@@ -40,3 +40,5 @@ HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRout
 CHALLENGES = Resource("acme.cert-manager.io", "v1", "challenges", "Challenge")
 PROJECTS = Resource("kube-dc.com", "v1", "projects", "Project")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+TLSROUTES = Resource("gateway.networking.k8s.io", "v1", "tlsroutes", "TLSRoute")
+DOMAINCLAIMS = Resource("acme-gateway.kube-dc.com", "v1alpha1", "domainclaims", "DomainClaim", namespaced=False)

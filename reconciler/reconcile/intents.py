@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from reconciler.model import JSON
 from reconciler.reconcile.reasons import Refused, Skip
 
 
 class Kind(StrEnum):
+    """The kinds of object a decision writes to or reports on."""
+
     SERVICE = "Service"
     BACKEND = "Backend"
     HTTPROUTE = "HTTPRoute"
+    CHALLENGE = "Challenge"
+    DOMAINCLAIM = "DomainClaim"
+
+
+class Subject(NamedTuple):
+    """An object an Event is about (the tenant sees it with `kubectl describe`)."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,8 @@ class Patch:
     resource_version: str
     changes: JSON
     reason: str
+    subresource: str | None = None
+    """`status` for a status update (the main resource ignores status changes)."""
 
     @property
     def body(self) -> JSON:
@@ -72,12 +88,31 @@ class Refusal:
     uid: str
     reason: Refused
     message: str
+    also: tuple[Subject, ...] = ()
+    """More objects the same Warning is shown on (the Challenge): counted once, in the metric."""
+
+    @property
+    def subject(self) -> Subject:
+        return Subject(self.kind, self.namespace, self.name, self.uid)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a tenant should know that is not bad input (waiting for a free slot, progress): an
+    Event on each subject, posted once per subject and reason."""
+
+    subjects: tuple[Subject, ...]
+    type: str  # Normal or Warning
+    reason: str  # CamelCase, from a closed set
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     writes: tuple[Write, ...] = ()
+    """Applied in order; the first that does not succeed stops the rest (a claim before the wiring)."""
     refusals: tuple[Refusal, ...] = ()
+    notices: tuple[Notice, ...] = ()
     skipped: Skip | None = None
     """Why nothing was done when that is expected (public project, not a solver...): a debug log line."""
     routed: str | None = None

@@ -36,6 +36,12 @@ class Skip(StrEnum):
     INVALID_ROUTE = "invalid-route"
     NO_SOLVER_REFS = "no-solver-refs"
     SHADOW_NAME_TAKEN = "shadow-name-taken"
+    # tenant safety
+    WAITING_FOR_CLAIM = "waiting-for-claim"
+    WAITING_FOR_SLOT = "waiting-for-slot"
+    DOMAIN_CLAIMED = "domain-claimed"
+    UNTRUSTED_BACKEND = "untrusted-backend"
+    INVALID_SOLVER = "invalid-solver"
 
 
 class Refused(StrEnum):
@@ -51,3 +57,13 @@ class Refused(StrEnum):
     NO_FREE_PORT = "NoFreePort"
     CROSS_NAMESPACE_BACKEND_REF = "CrossNamespaceBackendRef"
     HOSTNAME_MISMATCH = "HostnameMismatch"
+    DOMAIN_CLAIMED = "DomainClaimed"
+    UNTRUSTED_BACKEND = "UntrustedBackend"
+    INVALID_CHALLENGE = "InvalidChallenge"
+    UNUSABLE_SOLVER_SERVICE = "UnusableSolverService"
+
+
+class Noted(StrEnum):
+    """Reasons of Events that are not refusals (CamelCase)."""
+
+    CONCURRENCY_LIMIT_REACHED = "ConcurrencyLimitReached"

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
+from reconciler.model import Backend, Challenge, DomainClaim, HTTPRoute, Project, ServedRoute, Service
 
 
 class Snapshot(Protocol):
     def service(self, namespace: str, name: str) -> Service | None: ...
 
     def services_in(self, namespace: str) -> Sequence[Service]: ...
+
+    def solver_services_in(self, namespace: str) -> Sequence[Service]:
+        """Services carrying the solver label (a claim only; ownership is checked by the reconcilers)."""
+        ...
 
     def backend(self, namespace: str, name: str) -> Backend | None: ...
 
@@ -35,4 +39,17 @@ class Snapshot(Protocol):
 
     def projects_for(self, namespace: str) -> Sequence[Project]:
         """Projects whose project namespace is `namespace` (normally one; more is a conflict)."""
+        ...
+
+    def claim(self, hostname: str) -> DomainClaim | None:
+        """The DomainClaim for exactly this (normalized) hostname, `*.`-wildcards included."""
+        ...
+
+    def routes_serving(self, hostname: str) -> Sequence[ServedRoute]:
+        """HTTPRoutes and TLSRoutes whose hostnames include exactly this one (a wildcard is looked up as
+        written, `*.example.com`)."""
+        ...
+
+    def now(self) -> str:
+        """The current time, RFC 3339 (for condition timestamps); injected so decisions stay testable."""
         ...

@@ -121,9 +121,23 @@ def test_a_companion_route_wakes_the_service_that_owns_it() -> None:
 def test_a_challenge_wakes_the_solver_objects_it_controls() -> None:
     wake = on_challenge(Change(EventType.MODIFIED, None, Challenge.from_raw(CH)), cache())
     assert wake == solver_wake(SVC_KEY, [ROUTE_KEY, ROUTE_KEY])
-    other = on_challenge(Change(EventType.DELETED, Challenge.from_raw(OTHER_CH), None), cache())
+    other = on_challenge(
+        Change(EventType.MODIFIED, Challenge.from_raw(OTHER_CH), Challenge.from_raw(OTHER_CH)), cache()
+    )
     assert other.services == [OTHER_KEY]
     assert other.routes == []
+
+
+def test_a_challenge_that_ends_wakes_every_solver_of_its_namespace() -> None:
+    """Its concurrency slot is free: the oldest waiting solver of the project may take it."""
+    done = copy.deepcopy(OTHER_CH)
+    done["status"]["state"] = "valid"
+    ended = Change(EventType.MODIFIED, Challenge.from_raw(OTHER_CH), Challenge.from_raw(done))
+    assert set(on_challenge(ended, cache()).services) == {SVC_KEY, OTHER_KEY}
+    deleted = Change(EventType.DELETED, Challenge.from_raw(OTHER_CH), None)
+    assert set(on_challenge(deleted, cache()).services) == {SVC_KEY, OTHER_KEY}
+    again = Change(EventType.MODIFIED, Challenge.from_raw(done), Challenge.from_raw(done))
+    assert on_challenge(again, cache()).services == [OTHER_KEY], "already final: nothing new"
 
 
 def test_a_project_wakes_everything_in_the_namespaces_either_version_names() -> None:

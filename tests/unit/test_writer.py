@@ -13,7 +13,7 @@ from reconciler.kube.events import EventRecorder
 from reconciler.metrics import Metrics
 from reconciler.model import Service
 from reconciler.policy import Policy
-from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Refusal
+from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Refusal, Subject
 from reconciler.reconcile.reasons import Refused
 from reconciler.watches import watches
 from reconciler.writer import Outcome, Requeue, Verb, Writer, handling
@@ -29,7 +29,9 @@ class FakeClient:
         self.answer = answer or {}
         self.calls: list[tuple[str, Any]] = []
 
-    async def patch(self, resource: Any, namespace: str, name: str, body: Any) -> dict[str, Any]:
+    async def patch(
+        self, resource: Any, namespace: str, name: str, body: Any, *, subresource: str | None = None
+    ) -> dict[str, Any]:
         return self._answer("patch", (resource.plural, namespace, name, body))
 
     async def create(self, resource: Any, namespace: str | None, body: Any) -> dict[str, Any]:
@@ -83,7 +85,7 @@ TERMINATING = "unable to create new content in namespace ns because it is being 
         (Verb.CREATE, ApiError(409, "Conflict", "modified"), Outcome.CONFLICT, True, False),
         (Verb.PATCH, ApiError(409, "Conflict", "modified"), Outcome.CONFLICT, True, False),
         (Verb.PATCH, ApiError(404, "NotFound", "gone"), Outcome.NOT_FOUND, False, False),
-        (Verb.DELETE, ApiError(404, "NotFound", "gone"), Outcome.SUCCESS, False, False),
+        (Verb.DELETE, ApiError(404, "NotFound", "gone"), Outcome.NOT_FOUND, False, False),
         (Verb.CREATE, ApiError(403, "Forbidden", TERMINATING), Outcome.NAMESPACE_TERMINATING, False, False),
         (Verb.PATCH, ApiError(403, "Forbidden", "RBAC says no"), Outcome.REJECTED, False, True),
         (Verb.PATCH, ApiError(422, "Invalid", "spec.type"), Outcome.REJECTED, False, True),
@@ -171,11 +173,60 @@ async def test_write_into_a_terminating_namespace_is_dropped_quietly() -> None:
     assert client.events() == []
 
 
-async def test_delete_of_something_already_gone_counts_as_done() -> None:
-    w, metrics, _ = writer(FakeClient(ApiError(404, "NotFound", "gone")))
+async def test_delete_of_something_already_gone_is_counted_as_not_found_and_forgotten() -> None:
+    w, metrics, cache = writer(FakeClient(ApiError(404, "NotFound", "gone")))
     delete = Delete(Kind.SERVICE, "ns", "s", "u1", "7", "why")
-    await w.apply(delete, ABOUT_SERVICE)
-    assert written(metrics, "success", "delete") == 1
+    assert await w.apply(delete, ABOUT_SERVICE) is Outcome.NOT_FOUND
+    assert written(metrics, "not_found", "delete") == 1
+    assert written(metrics, "success", "delete") == 0, "a 404 is not a delete of ours"
+    assert cache.service("ns", "s") is None
+
+
+async def test_a_deleted_object_leaves_the_cache_at_once_so_it_is_deleted_once() -> None:
+    w, _, cache = writer(FakeClient())
+    delete = Delete(Kind.SERVICE, "ns", "s", "u1", "7", "why")
+    assert await w.apply(delete, ABOUT_SERVICE) is Outcome.SUCCESS
+    assert cache.service("ns", "s") is None, "the next decision must not see it and delete it again"
+
+
+async def test_a_delete_of_another_object_of_that_name_leaves_the_cache_alone() -> None:
+    w, _, cache = writer(FakeClient())
+    await w.apply(Delete(Kind.SERVICE, "ns", "s", "another-uid", "7", "why"), ABOUT_SERVICE)
+    assert cache.service("ns", "s") is not None
+
+
+async def test_a_rejected_write_is_not_sent_again_unchanged() -> None:
+    client = FakeClient(ApiError(422, "Invalid", "spec.clusterIP: None"))
+    w, metrics, _ = writer(client)
+    for _ in range(5):
+        await w.apply(PATCH, ABOUT_SERVICE)
+    assert len([c for c in client.calls if c[0] == "patch"]) == 1, "one rejection, no retry loop"
+    assert len(client.events()) == 1
+    assert written(metrics, "not_sent") == 4
+    changed = Patch(Kind.SERVICE, "ns", "s", "8", {"spec": {"type": "LoadBalancer"}}, "why")
+    await w.apply(changed, ABOUT_SERVICE)
+    assert len([c for c in client.calls if c[0] == "patch"]) == 2, "a new version of the object is tried"
+
+
+async def test_a_refusal_is_shown_on_every_object_it_names_and_counted_once() -> None:
+    client = FakeClient()
+    w, metrics, _ = writer(client)
+    challenge = Subject(Kind.CHALLENGE, "ns", "ch", "uc")
+    refusal = Refusal(Kind.SERVICE, "ns", "s", "u1", Refused.DOMAIN_CLAIMED, "claimed", (challenge,))
+    await w.report(refusal)
+    await w.report(refusal)
+    involved = [(e["involvedObject"]["kind"], e["involvedObject"]["apiVersion"]) for e in client.events()]
+    assert involved == [("Service", "v1"), ("Challenge", "acme.cert-manager.io/v1")]
+    labels = {"kind": "Service", "reason": "DomainClaimed"}
+    assert metrics.registry.get_sample_value("acme_gateway_refusals_total", labels) == 1
+
+
+async def test_an_event_message_is_bounded() -> None:
+    client = FakeClient()
+    w, _, _ = writer(client)
+    await w.report(Refusal(Kind.SERVICE, "ns", "s", "u1", Refused.INVALID_ROUTE_PORT, "x" * 200_000))
+    (event,) = client.events()
+    assert len(event["message"]) <= 1024
 
 
 async def test_a_refusal_is_reported_once_per_object_and_reason() -> None:
