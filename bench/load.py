@@ -173,19 +173,33 @@ class Load:
 
         return sum(await bounded(lambda p=p, h=h: one(p, h) for p, h in owners))
 
-    async def solver(self, solver: Solver) -> Solver:
-        """What cert-manager does for one challenge: the Challenge (then its status), the solver Service,
-        the solver HTTPRoute."""
+    async def challenge(self, solver: Solver) -> Solver:
+        """What cert-manager's Order and Challenge controllers do first: the Challenge, then its status."""
         ch = await self.api.create(CHALLENGES, challenge_body(solver.namespace, solver.dns_name))
-        status = {"status": {"processing": True, "presented": True, "state": "pending"}}
-        ch = await self.api.patch(CHALLENGES, solver.namespace, ch["metadata"]["name"], status, sub="status")
-        solver.challenge = ch
-        svc = await self.api.create(SERVICES, build_service(ch))
+        status = {"status": {"processing": True, "presented": False, "state": "pending"}}
+        solver.challenge = await self.api.patch(
+            CHALLENGES, solver.namespace, ch["metadata"]["name"], status, sub="status"
+        )
+        return solver
+
+    async def present(self, solver: Solver) -> Solver:
+        """cert-manager's Present: the solver Service, then the solver HTTPRoute naming it."""
+        svc = await self.api.create(SERVICES, build_service(solver.challenge))
         solver.created = time.monotonic()
         solver.service = svc["metadata"]["name"]
-        route = await self.api.create(HTTPROUTES, build_route(ch, solver.service))
+        route = await self.api.create(HTTPROUTES, build_route(solver.challenge, solver.service))
         solver.route = route["metadata"]["name"]
         return solver
+
+    async def solver(self, solver: Solver) -> Solver:
+        """One whole challenge: Challenge, status, solver Service, solver HTTPRoute."""
+        return await self.present(await self.challenge(solver))
+
+    async def challenges(self, solvers: Sequence[Solver], concurrency: int = CONCURRENCY) -> list[Solver]:
+        return await bounded((lambda s=s: self.challenge(s) for s in solvers), concurrency)
+
+    async def presents(self, solvers: Sequence[Solver], concurrency: int = CONCURRENCY) -> list[Solver]:
+        return await bounded((lambda s=s: self.present(s) for s in solvers), concurrency)
 
     async def solvers(self, solvers: Sequence[Solver], concurrency: int = CONCURRENCY) -> list[Solver]:
         return await bounded((lambda s=s: self.solver(s) for s in solvers), concurrency)
@@ -211,30 +225,39 @@ class Load:
             await asyncio.sleep(1.0)
         return False
 
-    async def churn(self, solvers: Sequence[Solver], rate: float, seconds: float) -> int:
+    async def churn(self, solvers: Sequence[Solver], rate: float, seconds: float, workers: int = 32) -> int:
         """Rewrite each Challenge's status `rate` times a second (its reason counting down, as cert-manager's
-        waitInsteadOfSelfCheck does) for `seconds`; each Challenge is one sequential writer, so the rate
-        reached is what the API server allows. Returns the writes that succeeded."""
-        stop_at = time.monotonic() + seconds
+        waitInsteadOfSelfCheck does) for `seconds`, with up to `workers` writes in flight: the rate reached
+        is what the API server allows. Returns the writes that succeeded."""
+        start = time.monotonic()
+        stop_at = start + seconds
+        interval = 1 / (rate * len(solvers))
+        ticket = itertools.count()
+        done = 0
 
-        async def one(solver: Solver) -> int:
-            name = solver.challenge["metadata"]["name"]
-            done, left, next_at = 0, int(rate * seconds), time.monotonic()
-            while (now := time.monotonic()) < stop_at:
-                reason = f"Waiting for HTTP-01 challenge propagation: {left / rate:.3f}s left before self check"
+        async def worker() -> None:
+            nonlocal done
+            while True:
+                n = next(ticket)
+                due = start + n * interval
+                now = time.monotonic()
+                if due >= stop_at or now >= stop_at:
+                    return
+                if due > now:
+                    await asyncio.sleep(due - now)
+                solver = solvers[n % len(solvers)]
+                left = seconds - (n // len(solvers)) / rate
+                reason = f"Waiting for HTTP-01 challenge propagation: {left:.3f}s left before self check"
                 body = {"status": {"processing": True, "presented": True, "state": "pending", "reason": reason}}
+                name = solver.challenge["metadata"]["name"]
                 try:
                     await self.api.patch(CHALLENGES, solver.namespace, name, body, sub="status")
                     done += 1
                 except ApiError:
                     pass
-                left -= 1
-                next_at += 1 / rate
-                if next_at > now:
-                    await asyncio.sleep(next_at - now)
-            return done
 
-        return sum(await asyncio.gather(*(one(s) for s in solvers)))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return done
 
     async def service(self, namespace: str, index: int, lb: bool = False, port: int = 80) -> None:
         """A plain Service `svc<index>`: ClusterIP, or (`lb`) a LoadBalancer bound on the EIP without node

@@ -31,28 +31,32 @@ from testbed.paths import REPO_ROOT
 
 RATE = 250
 
-# (category, the path prefixes of its frames): a sample goes to the first category, in this order, that any
-# frame of its stack belongs to: logging inside the writer is logging, json.loads inside the informer is JSON
-# decode, pydantic inside the informer is view building. py-spy writes a frame as "function (path:line)".
+# (category, parts of py-spy frames "function (path:line)" that belong to it): a sample goes to the first
+# category, in this order, that any frame of its stack belongs to: logging inside the writer is logging,
+# json.loads inside the informer is JSON decode, pydantic inside the informer is view building.
 CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("start-up: imports", "<frozen importlib"),
-    ("logging", "logging/, reconciler/log.py"),
-    ("metrics (prometheus_client)", "prometheus_client/"),
-    ("JSON encode", "json/encoder.py"),
-    ("JSON decode", "json/decoder.py, json/scanner.py"),
-    ("pydantic views (model.py)", "pydantic, reconciler/model.py"),
-    ("pure reconcile", "reconciler/reconcile/"),
-    ("triggers, cache, store", "reconciler/triggers.py, reconciler/cache.py, reconciler/kube/store.py, "
-     "reconciler/watches.py, reconciler/tracking.py"),
-    ("work queue", "reconciler/kube/queue.py"),
-    ("informer (other)", "reconciler/kube/informer.py"),
-    ("writer (other)", "reconciler/writer.py, reconciler/kube/events.py"),
+    ("start-up: imports", "(<frozen importlib"),
+    ("aiohttp netrc lookup per request (trust_env=True): thread hop",
+     "(aiohttp/client.py:778, (aiohttp/client.py:147, (concurrent/futures/, (netrc, _write_to_self"),
+    ("logging", "(logging/, (reconciler/log.py"),
+    ("metrics (prometheus_client)", "(prometheus_client/"),
+    ("JSON encode", "(json/encoder.py"),
+    ("JSON decode", "(json/decoder.py, (json/scanner.py"),
+    ("pydantic views (model.py)", "(pydantic, (reconciler/model.py"),
+    ("pure reconcile", "(reconciler/reconcile/"),
+    ("triggers, cache, store", "(reconciler/triggers.py, (reconciler/cache.py, (reconciler/kube/store.py, "
+     "(reconciler/watches.py, (reconciler/tracking.py"),
+    ("work queue", "(reconciler/kube/queue.py"),
     ("API client: aiohttp, TLS, tenacity, kubernetes_asyncio",
-     "aiohttp/, ssl.py, tenacity/, kubernetes_asyncio/, reconciler/kube/client.py, yarl/, multidict/"),
-    ("controller, metrics server", "reconciler/controller.py, reconciler/server.py, reconciler/app.py"),
-    ("event loop (asyncio, anyio)", "asyncio/, anyio/, selectors.py"),
+     "(aiohttp/, (ssl.py, (tenacity/, (kubernetes_asyncio/, (reconciler/kube/client.py, (yarl/, (multidict/"),
+    ("informer (other)", "(reconciler/kube/informer.py"),
+    ("writer (other)", "(reconciler/writer.py, (reconciler/kube/events.py"),
+    ("controller, metrics server", "(reconciler/controller.py, (reconciler/server.py, (reconciler/app.py"),
+    ("event loop (asyncio, anyio)", "(asyncio/, (anyio/, (selectors.py"),
 )  # fmt: skip
-_MARKS = tuple((name, tuple(f"({path}" for path in paths.split(", "))) for name, paths in CATEGORIES)
+IDLE_LEAVES = ("select (selectors.py", "_worker (concurrent/futures/thread.py:81)", "wait (threading.py")
+"""Leaf frames of a thread that waits (py-spy --nonblocking cannot always tell): not CPU, left out."""
+_MARKS = tuple((name, tuple(parts.split(", "))) for name, parts in CATEGORIES)
 
 
 def categorize(raw: str) -> dict[str, Any]:
@@ -61,14 +65,17 @@ def categorize(raw: str) -> dict[str, Any]:
     categories: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     ours: Counter[str] = Counter()
-    total = 0
+    total = idle = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = stack.split(";")
+        if any(mark in frames[-1] for mark in IDLE_LEAVES):
+            idle += count
+            continue
+        total += count
         category = next((name for name, marks in _MARKS if any(m in f for f in frames for m in marks)), "other")
         categories[category] += count
         leaves[frames[-1]] += count
@@ -76,8 +83,8 @@ def categorize(raw: str) -> dict[str, Any]:
         if mine is not None:
             ours[mine.split(":")[0] + ")"] += count
     share = lambda c: {k: round(100 * v / total, 1) for k, v in c.most_common(15)} if total else {}  # noqa: E731
-    return {"samples": total, "percent_by_category": share(categories), "top_leaf_percent": share(leaves),
-            "top_reconciler_function_percent": share(ours)}  # fmt: skip
+    return {"samples": total, "idle_samples_left_out": idle, "percent_by_category": share(categories),
+            "top_leaf_percent": share(leaves), "top_reconciler_function_percent": share(ours)}  # fmt: skip
 
 
 class PySpy:

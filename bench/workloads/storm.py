@@ -1,8 +1,9 @@
 """A renewal storm: many challenges over many projects created at once.
 
-Projects (and, when the CRD is served, their DomainClaims: a renewal finds its names claimed) exist
-before the subject starts; the clock starts when the generator starts creating Challenges, Services and
-routes, and stops when the observer has seen every Backend and companion route. Per challenge: observed
+Projects (and, when the CRD is served, their DomainClaims: a renewal finds its names claimed) and the
+pending Challenges exist before the subject starts; the clock starts when the generator starts creating
+every solver Service and route (cert-manager's Present), and stops when the observer has seen every
+Backend and companion route. Per challenge: observed
 Service creation -> routed, with the steps in between (-> LoadBalancer, -> address, -> routed).
 """
 
@@ -27,13 +28,14 @@ async def run(bed: Bed, subject: Subject, challenges: int, projects: int, timeou
     ]
     by_ns = {p.namespace: p for p in projs}
     claims = await bed.load.claims([(by_ns[s.namespace], s.dns_name) for s in solvers])
+    await bed.load.challenges(solvers)  # the Order controller's part; the storm is cert-manager's Present
     await subject.start(bed.kube)
     timeline = bed.timeline
     try:
         await asyncio.sleep(1.0)
         window = await Window(bed, subject).open()
         t0 = time.monotonic()
-        generating = asyncio.create_task(bed.load.solvers(solvers))
+        generating = asyncio.create_task(bed.load.presents(solvers))
 
         def all_routed() -> bool:
             return generating.done() and all(timeline.routed_at(s.key) is not None for s in solvers)
