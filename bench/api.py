@@ -2,8 +2,8 @@
 
 Deliberately small and independent of the reconciler's client (kubernetes-asyncio, tenacity, pydantic):
 the floor must cost no more than a request and a `json.loads`, and the generator must not be the
-bottleneck. Only the optional client-side limiter is shared with the reconciler
-(`reconciler.kube.ratelimit.TokenBucket`), so `--qps` means the same on both sides.
+bottleneck. Shared with the reconciler: the resource table (`reconciler.kube.resources`) and the optional
+client-side limiter (`reconciler.kube.ratelimit.TokenBucket`), so `--qps` means the same on both sides.
 """
 
 from __future__ import annotations
@@ -21,43 +21,25 @@ import aiohttp
 import yaml
 
 from reconciler.kube.ratelimit import TokenBucket
+from reconciler.kube.resources import BACKENDS, CHALLENGES, DOMAINCLAIMS, HTTPROUTES, PROJECTS, SERVICES, Resource
+
+__all__ = [
+    "BACKENDS",
+    "CHALLENGES",
+    "DOMAINCLAIMS",
+    "HTTPROUTES",
+    "NAMESPACES",
+    "PROJECTS",
+    "SERVICES",
+    "Api",
+    "Resource",
+]
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 
 
-@dataclass(frozen=True, slots=True)
-class Res:
-    """A resource's REST path: `group` "" is the core group."""
-
-    group: str
-    version: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-        parts = [f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"]
-        if self.namespaced and namespace:
-            parts.append(f"namespaces/{namespace}")
-        parts.append(self.plural)
-        if name:
-            parts.append(name)
-            if sub:
-                parts.append(sub)
-        return "/".join(parts)
-
-
-NAMESPACES = Res("", "v1", "namespaces", namespaced=False)
-SERVICES = Res("", "v1", "services")
-BACKENDS = Res("gateway.envoyproxy.io", "v1alpha1", "backends")
-HTTPROUTES = Res("gateway.networking.k8s.io", "v1", "httproutes")
-CHALLENGES = Res("acme.cert-manager.io", "v1", "challenges")
-PROJECTS = Res("kube-dc.com", "v1", "projects")
-DOMAINCLAIMS = Res("acme-gateway.kube-dc.com", "v1alpha1", "domainclaims", namespaced=False)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 
 
 class ApiError(Exception):
@@ -146,23 +128,23 @@ class Api:
         async with self.session.get(path, headers={"Accept": "*/*"}) as resp:
             return await resp.text()
 
-    async def create(self, res: Res, body: Obj, namespace: str | None = None) -> Obj:
+    async def create(self, res: Resource, body: Obj, namespace: str | None = None) -> Obj:
         ns = namespace or body.get("metadata", {}).get("namespace")
         created: Obj = await self.request("POST", res.path(ns), body)
         return created
 
-    async def patch(self, res: Res, namespace: str | None, name: str, body: Obj, sub: str | None = None) -> Obj:
+    async def patch(self, res: Resource, namespace: str | None, name: str, body: Obj, sub: str | None = None) -> Obj:
         patched: Obj = await self.request("PATCH", res.path(namespace, name, sub), body, content_type=MERGE_PATCH)
         return patched
 
-    async def delete(self, res: Res, namespace: str | None, name: str) -> None:
+    async def delete(self, res: Resource, namespace: str | None, name: str) -> None:
         try:
             await self.request("DELETE", res.path(namespace, name))
         except ApiError as err:
             if err.status != 404:
                 raise
 
-    async def served(self, res: Res) -> bool:
+    async def served(self, res: Resource) -> bool:
         """Whether the API server serves this resource (e.g. a CRD that may not be installed)."""
         try:
             found = await self.request("GET", f"/apis/{res.group}/{res.version}")
@@ -170,7 +152,7 @@ class Api:
             return False
         return any(r.get("name") == res.plural for r in found.get("resources") or ())
 
-    async def list_rv(self, res: Res, label_selector: str | None = None) -> tuple[list[Obj], str]:
+    async def list_rv(self, res: Resource, label_selector: str | None = None) -> tuple[list[Obj], str]:
         """Every object (paginated) and the list's resourceVersion."""
         items: list[Obj] = []
         params: dict[str, str] = {"limit": "500"}
@@ -185,7 +167,7 @@ class Api:
             params["continue"] = token
 
     async def watch(
-        self, res: Res, resource_version: str, label_selector: str | None = None, timeout: int = 300
+        self, res: Resource, resource_version: str, label_selector: str | None = None, timeout: int = 300
     ) -> AsyncIterator[tuple[str, Obj]]:
         """(type, object) per event until the server ends the watch; BOOKMARKs included."""
         params = {
@@ -207,7 +189,7 @@ class Api:
                     event = json.loads(line)
                     yield event["type"], event["object"]
 
-    async def list_watch(self, res: Res, label_selector: str | None = None) -> AsyncIterator[tuple[str, Obj]]:
+    async def list_watch(self, res: Resource, label_selector: str | None = None) -> AsyncIterator[tuple[str, Obj]]:
         """List, then watch forever (re-listing after 410 or errors); a ("SYNCED", {}) after each list."""
         while True:
             try:

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.api import BACKENDS, CHALLENGES, HTTPROUTES, PROJECTS, SERVICES, Api, ApiError, Credentials, Obj, Res
+from bench.api import BACKENDS, CHALLENGES, HTTPROUTES, PROJECTS, SERVICES, Api, ApiError, Credentials, Obj, Resource
 from reconciler.kube.ratelimit import TokenBucket
 
 SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
@@ -43,7 +43,7 @@ CHALLENGE_PATH = "/.well-known/acme-challenge/"
 Key = tuple[str, str]
 
 # The reconciler's watch table (reconciler/watches.py): resource and server-side label selector.
-STREAMS: tuple[tuple[Res, str | None], ...] = (
+STREAMS: tuple[tuple[Resource, str | None], ...] = (
     (PROJECTS, None),
     (CHALLENGES, None),
     (SERVICES, None),
@@ -96,7 +96,7 @@ class Floor:
     async def run(self) -> None:
         await asyncio.gather(*(self._stream(res, sel) for res, sel in STREAMS))
 
-    async def _stream(self, res: Res, selector: str | None) -> None:
+    async def _stream(self, res: Resource, selector: str | None) -> None:
         handle = {
             "projects": self._project,
             "challenges": self._challenge,

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from bench.api import BACKENDS, HTTPROUTES, SERVICES, Api, Credentials, Obj, Res
+from bench.api import BACKENDS, HTTPROUTES, SERVICES, Api, Credentials, Obj, Resource
 from bench.measure import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ class Observer:
             if name.endswith(suffix) and obj.get("kind") == ("Backend" if ev == "backend" else "HTTPRoute"):
                 self.emit(ev, md["namespace"], name[: -len(suffix)], t)
 
-    async def stream(self, res: Res, selector: str) -> None:
+    async def stream(self, res: Resource, selector: str) -> None:
         handle = self.service if res is SERVICES else self.derived
         async for kind, obj in self.api.list_watch(res, selector):
             t = time.monotonic()

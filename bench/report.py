@@ -166,19 +166,21 @@ def _details(results: R) -> list[str]:
         out += [
             "## Storm runs",
             "",
-            "| run | total s | p50 / p99 ms | created->LB p50 / p99 ms | writes/ch | CPU ms/ch | limiter wait s "
-            "| 409 | 429 | apiserver CPU s | load avg |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| run | total s | generator s | p50 / p99 ms | created->LB p50 / p99 ms | writes/ch | CPU ms/ch "
+            "| limiter wait s | 409 | 429 | apiserver CPU s | bench CPU s | load avg |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for name, r in storm.items():
             w = r["window"]
             ctr, lb = r["created_to_routed_ms"], r["created_to_lb_ms"]
             out.append(
-                f"| {name} | {_num(r['total_seconds'])} | {_num(ctr['p50'])} / {_num(ctr['p99'])} | "
+                f"| {name} | {_num(r['total_seconds'])} | {_num(r['generator_seconds'])} | "
+                f"{_num(ctr['p50'])} / {_num(ctr['p99'])} | "
                 f"{_num(lb['p50'])} / {_num(lb['p99'])} | {r['writes_per_challenge']:.2f} | "
                 f"{_num(r['cpu_per_challenge_ms'])} | "
                 f"{_num(w['throttled_seconds'])} | {_num(w['apiserver']['409'])} | {_num(w['apiserver']['429'])} | "
-                f"{_num(w['apiserver_cpu_seconds'])} | {w['load_average'][1][0]:.2f} |"
+                f"{_num(w['apiserver_cpu_seconds'])} | {_num(w.get('bench_cpu_seconds'))} | "
+                f"{w['load_average'][1][0]:.2f} |"
             )
         out.append("")
     for name in ("latency", "churn", "scale"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Any
 
 from bench.bed import Bed, Window
@@ -17,6 +18,9 @@ from bench.load import Solver
 from bench.measure import summary
 from bench.subjects import Subject
 from bench.workloads.latency import hostnames, sequential
+
+PER_PROJECT = 5
+"""Waiting challenges per project: well under the reconciler's per-project limit of concurrent challenges."""
 
 
 def challenge_events(window: dict[str, Any]) -> float:
@@ -27,10 +31,13 @@ def challenge_events(window: dict[str, Any]) -> float:
 
 async def run(bed: Bed, subject: Subject, churned: int, rate: float, seconds: float, wired: int) -> dict[str, Any]:
     prefix = bed.load.fresh("ch")
-    waiting, wiring = await bed.load.projects(prefix, 2)
-    solvers = [Solver(waiting.namespace, h) for h in hostnames(waiting.namespace, "w", churned)]
+    *waiting, wiring = await bed.load.projects(prefix, 1 + math.ceil(churned / PER_PROJECT))
+    owners = [
+        (waiting[i // PER_PROJECT], f"w{i}.{waiting[i // PER_PROJECT].namespace}.bench.test") for i in range(churned)
+    ]
+    solvers = [Solver(project.namespace, host) for project, host in owners]
     hosts = hostnames(wiring.namespace, "c", wired)
-    await bed.load.claims([(waiting, s.dns_name) for s in solvers] + [(wiring, h) for h in hosts])
+    await bed.load.claims([*owners, *((wiring, h) for h in hosts)])
     await subject.start(bed.kube)
     timeline = bed.timeline
     try:
