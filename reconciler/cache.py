@@ -3,12 +3,25 @@ the project index (project namespace -> Project). Pure data; the informers fill 
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from reconciler.kube.store import Store, by_controller_uid, by_label, by_namespace, by_uid
-from reconciler.model import Backend, Challenge, DomainClaim, HTTPRoute, Project, ServedRoute, Service
+from reconciler.model import (
+    Backend,
+    Challenge,
+    DomainClaim,
+    EnvoyProxy,
+    Gateway,
+    GatewayClass,
+    HTTPRoute,
+    ProbeResult,
+    Project,
+    ServedRoute,
+    Service,
+)
 from reconciler.names import WILDCARD_PREFIX, service_of_backend
 
 NAMESPACE = "namespace"
@@ -69,7 +82,10 @@ def project_namespace(project: Project) -> Iterable[str]:
 class ClusterCache:
     """Implements `reconciler.reconcile.snapshot.Snapshot` over the informers' stores."""
 
-    def __init__(self, solver_label: str = "acme.cert-manager.io/http01-solver") -> None:
+    def __init__(
+        self, solver_label: str = "acme.cert-manager.io/http01-solver", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.clock = clock
         self.services: Store[Service] = Store(
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SOLVER_LABEL: by_label(solver_label)}
         )
@@ -85,6 +101,13 @@ class ClusterCache:
         self.claims: Store[DomainClaim] = Store({HOSTNAME: claim_hostname})
         self.served_http: Store[ServedRoute] = Store({HOSTNAME: served_hostnames})
         self.served_tls: Store[ServedRoute] = Store({HOSTNAME: served_hostnames})
+        self.gateways: Store[Gateway] = Store()
+        self.gateway_classes: Store[GatewayClass] = Store()
+        self.envoy_proxies: Store[EnvoyProxy] = Store()
+        self.probes: dict[str, ProbeResult] = {}
+        """The gateway probe's last answer per Challenge uid (the shell observes, decisions read)."""
+        self.exposures: dict[str, float] = {}
+        """Service uid -> when it was first seen exposed on the EIP without an address."""
         self.deleted_challenges: OrderedDict[str, None] = OrderedDict()
         """Uids of Challenges seen deleted, newest last, bounded: their solver objects linger until the
         garbage collector removes them and must not be taken for forgeries meanwhile."""
@@ -140,8 +163,9 @@ class ClusterCache:
         return uid in self.deleted_challenges
 
     def _deleted(self, challenge: Challenge) -> None:
-        """Remember a deleted Challenge (bounded), for `challenge_was_deleted`."""
+        """Remember a deleted Challenge (bounded), for `challenge_was_deleted`; forget what was observed."""
         uid = challenge.meta.uid
+        self.probes.pop(uid, None)
         self.deleted_challenges[uid] = None
         self.deleted_challenges.move_to_end(uid)
         while len(self.deleted_challenges) > DELETED_CHALLENGES_KEPT:
@@ -160,6 +184,21 @@ class ClusterCache:
     def challenges_covered_by(self, hostname: str) -> Sequence[Challenge]:
         """Challenges a claim or route for `hostname` (exact or `*.` wildcard) decides."""
         return self.challenges.by_index(COVERED_BY, hostname)
+
+    def gateway(self, namespace: str, name: str) -> Gateway | None:
+        return self.gateways.get((namespace, name))
+
+    def gateway_class(self, name: str) -> GatewayClass | None:
+        return self.gateway_classes.get(("", name))
+
+    def envoy_proxy(self, namespace: str, name: str) -> EnvoyProxy | None:
+        return self.envoy_proxies.get((namespace, name))
+
+    def probe_result(self, challenge_uid: str) -> ProbeResult | None:
+        return self.probes.get(challenge_uid)
+
+    def exposed_since(self, service_uid: str) -> float | None:
+        return self.exposures.get(service_uid)
 
     def now(self) -> str:
         return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

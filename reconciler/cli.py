@@ -44,9 +44,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="challenges of one project wired at once; the rest wait, oldest first (default 10)",
     )
+    a("--dry-run", action="store_true", default=None, help="decide and log every write, send none")
+    a(
+        "--probe",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="GET routed challenge paths through the gateway and tell the Challenge what it answers (default on)",
+    )
+    a("--probe-address", metavar="HOST[:PORT]", help="where the probe reaches the gateway (default: its Gateway's)")
+    a("--address-timeout", type=float, metavar="SECONDS", help="EIP address wait before a NoAddress Warning (30)")
     a("--service-workers", type=int)
     a("--backend-workers", type=int)
     a("--route-workers", type=int)
+    a("--challenge-workers", type=int)
     a("--qps", type=float, help="client-side API request rate (default 20)")
     a("--burst", type=int, help="client-side API request burst (default 40)")
     a("--resync-period", type=float, help="seconds between safety resyncs, 0 = off (default 600)")

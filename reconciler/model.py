@@ -163,9 +163,38 @@ class BackendEndpoint(View):
     unix: str | None = None
 
 
+class Condition(View):
+    """One `status.conditions[]` entry, as Envoy Gateway reports on Backends and routes."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+    @classmethod
+    def all_from(cls, conditions: Any) -> tuple[Condition, ...]:
+        return tuple(
+            cls(
+                type=str(c.get("type") or ""),
+                status=str(c.get("status") or ""),
+                reason=str(c.get("reason") or ""),
+                message=str(c.get("message") or ""),
+            )
+            for c in conditions or ()
+            if isinstance(c, Mapping)
+        )
+
+
+def failing(conditions: tuple[Condition, ...], *types: str) -> Condition | None:
+    """The first of these condition types whose status is False (not merely absent or Unknown)."""
+    return next((c for c in conditions if c.type in types and c.status == "False"), None)
+
+
 class Backend(View):
     meta: Meta
     endpoints: tuple[BackendEndpoint, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    """What Envoy Gateway says about it (`Accepted`)."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Backend:
@@ -178,7 +207,8 @@ class Backend(View):
                 endpoints.append(BackendEndpoint(fqdn=fqdn.get("hostname"), port=fqdn.get("port")))
             elif unix:
                 endpoints.append(BackendEndpoint(unix=unix.get("path")))
-        return cls(meta=Meta.from_raw(raw, keep_annotations), endpoints=tuple(endpoints))
+        conditions = Condition.all_from((raw.get("status") or {}).get("conditions"))
+        return cls(meta=Meta.from_raw(raw, keep_annotations), endpoints=tuple(endpoints), conditions=conditions)
 
 
 class BackendRef(View):
@@ -203,21 +233,36 @@ class BackendRef(View):
         )
 
 
+class ParentStatus(View):
+    """A Gateway's verdict on a route (`status.parents[]`): namespace/name of the Gateway and conditions."""
+
+    gateway: str
+    conditions: tuple[Condition, ...] = ()
+
+
 class HTTPRoute(View):
     meta: Meta
     parent_refs: tuple[JSON, ...] = ()
     hostnames: tuple[str, ...] = ()
     rules: tuple[JSON, ...] = ()
     """Rules as the API server returned them: patch mode rewrites them whole (merge patch replaces lists)."""
+    parents: tuple[ParentStatus, ...] = ()
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> HTTPRoute:
         spec = raw.get("spec") or {}
+        meta = Meta.from_raw(raw, keep_annotations)
+        parents = []
+        for parent in (raw.get("status") or {}).get("parents") or ():
+            ref = parent.get("parentRef") or {}
+            gateway = f"{ref.get('namespace') or meta.namespace}/{ref.get('name') or ''}"
+            parents.append(ParentStatus(gateway=gateway, conditions=Condition.all_from(parent.get("conditions"))))
         return cls(
-            meta=Meta.from_raw(raw, keep_annotations),
+            meta=meta,
             parent_refs=tuple(spec.get("parentRefs") or ()),
             hostnames=tuple(spec.get("hostnames") or ()),
             rules=tuple(spec.get("rules") or ()),
+            parents=tuple(parents),
         )
 
     def backend_refs(self) -> tuple[BackendRef, ...]:
@@ -334,3 +379,89 @@ class ServedRoute(View):
             )
 
         return parse
+
+
+class ParamsRef(View):
+    """A Gateway's or GatewayClass's `parametersRef`: which EnvoyProxy configures its data plane."""
+
+    group: str = ""
+    kind: str = ""
+    name: str = ""
+    namespace: str = ""
+
+    @classmethod
+    def from_raw(cls, raw: Any, namespace: str = "") -> ParamsRef | None:
+        if not isinstance(raw, Mapping) or not raw.get("name"):
+            return None
+        return cls(
+            group=str(raw.get("group") or ""),
+            kind=str(raw.get("kind") or ""),
+            name=str(raw["name"]),
+            namespace=str(raw.get("namespace") or namespace),
+        )
+
+    @property
+    def envoy_proxy(self) -> bool:
+        return self.group == BACKEND_GROUP and self.kind == "EnvoyProxy"
+
+
+class GatewayClass(View):
+    meta: Meta
+    params: ParamsRef | None = None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> GatewayClass:
+        spec = raw.get("spec") or {}
+        return cls(meta=Meta.from_raw(raw, frozenset()), params=ParamsRef.from_raw(spec.get("parametersRef")))
+
+
+class Gateway(View):
+    meta: Meta
+    class_name: str = ""
+    params: ParamsRef | None = None
+    """`spec.infrastructure.parametersRef` (same namespace as the Gateway)."""
+    addresses: tuple[str, ...] = ()
+    """`status.addresses[].value`: where clients (and our probe) reach it."""
+    http_port: int | None = None
+    """The port of its first plain-HTTP listener (the one ACME HTTP-01 uses)."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Gateway:
+        meta = Meta.from_raw(raw, frozenset())
+        spec = raw.get("spec") or {}
+        infra = spec.get("infrastructure") or {}
+        listeners = [ln for ln in spec.get("listeners") or () if isinstance(ln, Mapping)]
+        http = next((ln.get("port") for ln in listeners if ln.get("protocol") == "HTTP"), None)
+        addresses = (raw.get("status") or {}).get("addresses") or ()
+        return cls(
+            meta=meta,
+            class_name=str(spec.get("gatewayClassName") or ""),
+            params=ParamsRef.from_raw(infra.get("parametersRef"), meta.namespace),
+            addresses=tuple(str(a["value"]) for a in addresses if isinstance(a, Mapping) and a.get("value")),
+            http_port=http if isinstance(http, int) else None,
+        )
+
+
+class EnvoyProxy(View):
+    meta: Meta
+    preserve_route_order: bool = False
+    """Envoy Gateway keeps route creation order instead of sorting rules by specificity."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> EnvoyProxy:
+        spec = raw.get("spec") or {}
+        return cls(meta=Meta.from_raw(raw, frozenset()), preserve_route_order=spec.get("preserveRouteOrder") is True)
+
+
+class ProbeResult(View):
+    """One GET of a challenge path through the gateway (the shell's observation; core decisions read it)."""
+
+    ok: bool
+    result: str
+    """`ok`, `wrong_body`, `bad_status` or `connection_error` (the metric's label)."""
+    detail: str
+    at: float
+    """`clock()` seconds."""
+    route_uid: str
+    """The route that was probed: a new route is probed afresh."""
+    attempts: int = 1

@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 from reconciler.cache import ClusterCache
 from reconciler.kube.client import ApiError
-from reconciler.kube.events import EventRecorder, ObjectRef
-from reconciler.kube.resources import Resource
+from reconciler.kube.events import COMPONENT, EventRecorder, ObjectRef
+from reconciler.kube.resources import EVENTS, Resource
+from reconciler.kube.store import Change
 from reconciler.metrics import Metrics
 from reconciler.model import JSON, Key, Meta
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Create, Delete, Kind, Notice, Patch, Refusal, Subject, Write
-from reconciler.watches import RESOURCES, Watch, forget, store_raw
+from reconciler.watches import RESOURCES, Changed, Watch, forget, store_raw
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Outcome(StrEnum):
     ERROR = "error"
     NOT_SENT = "not_sent"
     """The very same write was rejected moments ago: not sent again (see `Writer.apply`)."""
+    DRY_RUN = "dry_run"
+    """`--dry-run`: decided and logged, not sent; the writes after it in the decision are decided too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,10 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
 
 
 class WriteClient(Protocol):
+    async def list_page(
+        self, resource: Resource, namespace: str | None = None, *, field_selector: str | None = None, limit: int = 500
+    ) -> JSON: ...
+
     async def patch(
         self, resource: Resource, namespace: str | None, name: str, body: Any, *, subresource: str | None = None
     ) -> JSON: ...
@@ -144,7 +151,13 @@ class Writer:
         recorder: EventRecorder,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        dry_run: bool = False,
+        on_change: Callable[[Watch[Any], Change[Any]], None] | None = None,
     ) -> None:
+        self._on_change = on_change
+        """Where the cache changes a write made go: the triggers, as if the watch had seen them."""
+        self._dry_run = dry_run
+        """Decide and log every write, send none (`--dry-run`)."""
         self._client = client
         self._cache = cache
         self._table = table
@@ -161,11 +174,13 @@ class Writer:
         resource = RESOURCES[write.kind]
         verb = VERBS[type(write)]
         fingerprint = _fingerprint(write)
+        if self._dry_run:
+            return self._would(write, verb, fingerprint)
         rejected_at = self._rejected.get(fingerprint)
         if rejected_at is not None and self._clock() - rejected_at < REJECTED_MEMORY_SECONDS:
             # The API server refused exactly this write to exactly this version: sending it again on the
             # next event in the namespace cannot succeed, and would flood the logs and Events.
-            self._metrics.writes.labels(write.kind.value, verb.value, Outcome.NOT_SENT.value).inc()
+            self._count(write, verb, Outcome.NOT_SENT)
             return Outcome.NOT_SENT
         error: ApiError | None = None
         try:
@@ -173,17 +188,17 @@ class Writer:
                 answer = await self._client.patch(
                     resource, write.namespace, write.name, write.body, subresource=write.subresource
                 )
-                store_raw(self._table, resource, answer, self._keep)
+                self._changed(store_raw(self._table, resource, answer, self._keep))
             elif isinstance(write, Create):
                 answer = await self._client.create(resource, write.namespace, write.body)
-                store_raw(self._table, resource, answer, self._keep)
+                self._changed(store_raw(self._table, resource, answer, self._keep))
             else:
                 await self._client.delete(resource, write.namespace, write.name, write.uid, write.resource_version)
         except ApiError as exc:
             error = exc
         how = handling(verb, error)
         if isinstance(write, Delete) and how.outcome in (Outcome.SUCCESS, Outcome.NOT_FOUND):
-            forget(self._table, resource, (write.namespace, write.name), write.uid)  # one delete per object
+            self._changed(forget(self._table, resource, (write.namespace, write.name), write.uid))  # one delete
         if how.outcome is Outcome.REJECTED:
             self._rejected[fingerprint] = self._clock()
             while len(self._rejected) > REPORTED_MAX:
@@ -192,7 +207,7 @@ class Writer:
         where["reason"] = write.reason
         if error is not None and how.outcome is not Outcome.NOT_FOUND:
             where |= {"status": error.status, "error": error.message}
-        self._metrics.writes.labels(write.kind.value, verb.value, how.outcome.value).inc()
+        self._count(write, verb, how.outcome)
         log.log(how.level, how.message.format(verb=verb.value, past=verb.past, kind=write.kind.value), extra=where)
         if how.report and error is not None:
             about = self._subject(*subject)
@@ -224,10 +239,46 @@ class Writer:
             await self._recorder.post(subject_ref(subject), "Warning", refusal.reason.value, refusal.message)
 
     async def notify(self, notice: Notice) -> None:
-        """Show a notice on each of its objects once (per object and reason)."""
+        """Show a notice on each of its objects: once per object and reason, or (`repeat`) aggregated."""
+        message = notice.message
         for subject in notice.subjects:
-            if self._first(subject, notice.reason):
-                await self._recorder.post(subject_ref(subject), notice.type, notice.reason, notice.message)
+            if not notice.repeat and not self._first(subject, notice.reason):
+                continue
+            if notice.cite is not None and message is notice.message:
+                message = await self._citing(notice.message, notice.cite)
+            await self._recorder.post(subject_ref(subject), notice.type, notice.reason, message, notice.repeat)
+
+    async def _citing(self, message: str, cited: Subject) -> str:
+        """`message` with the latest Events others (the platform) posted about `cited`."""
+        try:
+            page = await self._client.list_page(
+                EVENTS, cited.namespace, field_selector=f"involvedObject.uid={cited.uid}", limit=50
+            )
+        except Exception as exc:  # a best-effort detail of a best-effort Event
+            log.debug("could not read the events of the cited object", extra={"error": str(exc)})
+            return message
+        theirs = [e for e in page.get("items") or () if (e.get("source") or {}).get("component") != COMPONENT]
+        theirs.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        said = "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in theirs[-3:])
+        return f"{message}; the platform says: {said}" if said else f"{message}; the platform posted no Event about it"
+
+    def _would(self, write: Write, verb: Verb, fingerprint: str) -> Outcome:
+        """Dry run: log and count each distinct write once (decisions repeat, as nothing changes)."""
+        if fingerprint not in self._rejected:
+            self._rejected[fingerprint] = self._clock()
+            where = {"kind": write.kind.value, "object": _path(write.namespace, write.name), "reason": write.reason}
+            log.info(f"dry run: would {verb.value} {write.kind.value}", extra=where)
+            self._count(write, verb, Outcome.DRY_RUN)
+        return Outcome.DRY_RUN
+
+    def _changed(self, changed: Changed) -> None:
+        if self._on_change is not None:
+            for watch, change in changed:
+                self._on_change(watch, change)
+
+    def _count(self, write: Write, verb: Verb, outcome: Outcome) -> None:
+        dry_run = "true" if self._dry_run else "false"
+        self._metrics.writes.labels(write.kind.value, verb.value, outcome.value, dry_run).inc()
 
     def _first(self, subject: Subject, reason: str) -> bool:
         """True the first time (in a bounded memory) this object is told this reason."""

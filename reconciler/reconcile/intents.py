@@ -98,13 +98,30 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Something a tenant should know that is not bad input (waiting for a free slot, progress): an
-    Event on each subject, posted once per subject and reason."""
+    """Something a tenant should know that is not bad input (progress, a stuck hop): an Event on each
+    subject, posted once per subject and reason, or with `repeat` aggregated into a count."""
 
     subjects: tuple[Subject, ...]
     type: str  # Normal or Warning
     reason: str  # CamelCase, from a closed set
     message: str
+    cite: Subject | None = None
+    """Another object whose own Events (the platform's, e.g. an EIP port conflict) belong in the message."""
+    repeat: bool = False
+    """It can happen again (a probe failing): each time counts on the same Event."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """GET `path` with `Host: host` from the gateway at `address` (HOST:PORT) and expect `expected`."""
+
+    challenge_uid: str
+    route_uid: str
+    address: str
+    host: str
+    path: str
+    expected: str
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +135,7 @@ class Decision:
     routed: str | None = None
     """uid of cert-manager's solver route whose challenge path reaches the Backend once `writes` are
     applied (for the wiring-latency and re-patch metrics; never needed for correctness)."""
+    probe: ProbeRequest | None = None
+    """Ask the gateway whether it serves the challenge (the shell sends it and records the answer)."""
+    recheck_after: float | None = None
+    """Look at this key again after so many seconds (a time limit that has not passed yet)."""

@@ -66,4 +66,15 @@ class Refused(StrEnum):
 class Noted(StrEnum):
     """Reasons of Events that are not refusals (CamelCase)."""
 
+    # Warnings: the hop a challenge is stuck on
     CONCURRENCY_LIMIT_REACHED = "ConcurrencyLimitReached"
+    ROUTE_ORDER_PRESERVED = "RouteOrderPreserved"
+    NO_ADDRESS = "NoAddress"
+    BACKEND_NOT_ACCEPTED = "BackendNotAccepted"
+    ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
+    GATEWAY_PROBE_FAILED = "GatewayProbeFailed"
+    # Normal: progress, one per hop
+    SOLVER_EXPOSED = "SolverExposed"
+    BACKEND_READY = "BackendReady"
+    ROUTED = "Routed"
+    GATEWAY_SERVES = "GatewayServes"

@@ -18,10 +18,12 @@ from reconciler.names import backend_name
 from reconciler.policy import Policy, RouteMode
 from reconciler.reconcile import claims
 from reconciler.reconcile.backends import untrusted_backend
-from reconciler.reconcile.intents import Decision, Kind, Patch, Refusal
+from reconciler.reconcile.claims import challenge_subject
+from reconciler.reconcile.intents import Decision, Kind, Notice, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, Network, NetworkResult, UnknownNetwork, network_type
 from reconciler.reconcile.ownership import solver_challenge, solver_object
-from reconciler.reconcile.reasons import Skip
+from reconciler.reconcile.reasons import Noted, Skip
+from reconciler.reconcile.route_mode import effective_route_mode
 from reconciler.reconcile.snapshot import Snapshot
 from reconciler.reconcile.solver_routes import is_service_ref, solver_service_name, solver_service_names, validate_route
 from reconciler.reconcile.solvers import SOLVER_PORT, solver, tenant_network
@@ -157,8 +159,14 @@ def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     if problem is not None:
         return Decision(refusals=(problem,))
     meta = route.meta
-    if policy.route_mode is not RouteMode.PATCH:
+    mode, why = effective_route_mode(route, snapshot, policy)
+    if mode is not RouteMode.PATCH:
         return Decision(skipped=Skip.ROUTE_MODE_SHADOW)  # see shadows.py
+    chosen = (
+        (Notice((challenge_subject(challenge),), "Warning", Noted.ROUTE_ORDER_PRESERVED, why),)
+        if policy.route_mode is RouteMode.AUTO
+        else ()
+    )
 
     rewriter = _Rewriter(route, challenge, snapshot, policy)
     rules = rewriter.rules()
@@ -167,9 +175,9 @@ def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     refusals = tuple(rewriter.refusals)
     if not rewriter.changed:
         skipped = rewriter.skips[0] if rewriter.skips else (None if solver_states else Skip.NO_SOLVER_REFS)
-        return Decision(refusals=refusals, skipped=skipped, routed=routed)
+        return Decision(refusals=refusals, notices=chosen, skipped=skipped, routed=routed)
     changes: JSON = {"spec": {"rules": rules}}
     target = "the solver's Backend" if routed else "the solver Service (no Backend may be used)"
     reason = f"solver of Challenge {challenge.meta.name}: backendRefs to {target}"
     patch = Patch(Kind.HTTPROUTE, meta.namespace, meta.name, meta.resource_version, changes, reason)
-    return Decision(writes=(patch,), refusals=refusals, routed=routed)
+    return Decision(writes=(patch,), refusals=refusals, notices=chosen, routed=routed)

@@ -25,6 +25,7 @@ from reconciler.reconcile.backends import untrusted_backend
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
 from reconciler.reconcile.ownership import owned_by_service, service_owner_references, solver_challenge
 from reconciler.reconcile.reasons import Skip
+from reconciler.reconcile.route_mode import effective_route_mode
 from reconciler.reconcile.snapshot import Snapshot
 from reconciler.reconcile.solver_routes import solver_service_names, validate_route
 from reconciler.reconcile.solvers import solver
@@ -112,7 +113,7 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
 
 
 def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _NotWanted | _Keep:
-    if policy.route_mode is not RouteMode.SHADOW:
+    if policy.route_mode is RouteMode.PATCH:
         return _NotWanted(Skip.ROUTE_MODE_PATCH)
     svc = snapshot.service(*service_key)
     if svc is None or svc.meta.deletion_timestamp is not None:
@@ -146,6 +147,8 @@ def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _
         if problem is not None:
             refusals.append(problem)
             continue
+        if effective_route_mode(route, snapshot, policy)[0] is RouteMode.PATCH:
+            return _NotWanted(Skip.ROUTE_MODE_PATCH)  # this Gateway keeps route order: see route_mode.py
         return _Wanted(_body(svc, challenge, route, backend_name(svc.meta.name), port, policy), route)
     return _NotWanted(Skip.INVALID_ROUTE if refusals else Skip.WAITING_FOR_ROUTE, tuple(refusals))
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from reconciler.model import Backend, Challenge, DomainClaim, HTTPRoute, Project, ServedRoute, Service
+from reconciler.model import (
+    Backend,
+    Challenge,
+    DomainClaim,
+    EnvoyProxy,
+    Gateway,
+    GatewayClass,
+    HTTPRoute,
+    ProbeResult,
+    Project,
+    ServedRoute,
+    Service,
+)
 
 
 class Snapshot(Protocol):
@@ -48,6 +60,28 @@ class Snapshot(Protocol):
     def routes_serving(self, hostname: str) -> Sequence[ServedRoute]:
         """HTTPRoutes and TLSRoutes whose hostnames include exactly this one (a wildcard is looked up as
         written, `*.example.com`)."""
+        ...
+
+    def gateway(self, namespace: str, name: str) -> Gateway | None: ...
+
+    def gateway_class(self, name: str) -> GatewayClass | None: ...
+
+    def envoy_proxy(self, namespace: str, name: str) -> EnvoyProxy | None: ...
+
+    def services_controlled_by(self, uid: str) -> Sequence[Service]:
+        """Services whose controller owner reference has this uid (a Challenge's solver Services)."""
+        ...
+
+    def probe_result(self, challenge_uid: str) -> ProbeResult | None:
+        """The gateway probe's last answer for this Challenge (observed by the shell)."""
+        ...
+
+    def exposed_since(self, service_uid: str) -> float | None:
+        """When (`clock()` seconds) the solver Service was first seen exposed on the EIP without an address."""
+        ...
+
+    def clock(self) -> float:
+        """Monotonic seconds, injected so decisions that wait for a time limit stay testable."""
         ...
 
     def now(self) -> str:

@@ -76,4 +76,8 @@ def test_cluster_role_is_least_privilege() -> None:
     assert granted[("acme-gateway.kube-dc.com", "domainclaims")] == {"list", "watch", "create"}, "never transfers"
     assert granted[("acme-gateway.kube-dc.com", "domainclaims/status")] == {"patch"}
     assert granted[("gateway.networking.k8s.io", "tlsroutes")] == {"list", "watch"}
+    for read_only in (("gateway.networking.k8s.io", "gateways"), ("gateway.networking.k8s.io", "gatewayclasses")):
+        assert granted[read_only] == {"list", "watch"}
+    assert granted[("gateway.envoyproxy.io", "envoyproxies")] == {"list", "watch"}
+    assert granted[("", "events")] == {"create", "get", "list", "patch"}
     assert ("coordination.k8s.io", "leases") not in granted, "leases only in the reconciler's namespace (Role)"

@@ -279,7 +279,14 @@ def check_write_is_allowed(write: Write, cache: ClusterCache, policy: Policy) ->
             assert svc is not None
             assert effective_network(svc, cache) == "cloud", f"route to a Backend outside a cloud network: {write}"
             backend = cache.backend(namespace, name)
-            assert backend is None or ours(backend), f"route to a Backend we did not make: {write}"
+            if policy.backend_mode is BackendMode.NONE:
+                # the platform's own Backend, but only one pointing at this very Service's address and port
+                assert backend is not None
+                ep = backend.endpoints
+                assert len(ep) == 1, write
+                assert (ep[0].ip, ep[0].port) == (svc.ingress[0], svc.ports[0].port), write
+            else:
+                assert backend is None or ours(backend), f"route to a Backend we did not make: {write}"
 
 
 def converge(objs: Iterable[JSON], policy: Policy, platform: bool) -> FakeAPI:
