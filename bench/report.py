@@ -84,6 +84,8 @@ def rows(results: R) -> list[Row]:
         ratio("storm CPU per challenge, default settings vs unthrottled floor", rec["cpu_per_challenge_ms"],
               fast["cpu_per_challenge_ms"], "ms", 1.5)  # fmt: skip
         reported("storm RSS after the storm", rec["window"]["rss_mib"], fast["window"]["rss_mib"], "MiB")
+        reported("storm API requests per challenge (writes, Events, reads)", rec.get("api_requests_per_challenge"),
+                 fast.get("api_requests_per_challenge"), "")  # fmt: skip
     if high and fast:
         ratio("storm total, --qps high", high["total_seconds"], fast["total_seconds"], "s", 1.2)
         ratio("storm per-challenge p99, --qps high", high["created_to_routed_ms"]["p99"],

@@ -66,11 +66,17 @@ async def run(bed: Bed, subject: Subject, challenges: int, projects: int, timeou
         "timeline_s": sorted(round(r - t0, 4) for _, r in wired),
         "lb_timeline_s": sorted(round(st["lb"] - t0, 4) for st, _ in wired if "lb" in st),
         "writes_per_challenge": measured["writes_ok"] / challenges,
+        "api_requests_per_challenge": api_requests(measured) / challenges,
         "cpu_per_challenge_ms": 1000 * measured["cpu_seconds"] / challenges,
         "window": measured,
     }
     await cleanup(bed, generated)
     return result
+
+
+def api_requests(window: dict[str, Any]) -> float:
+    """Requests other than list and watch (writes, Events, reads), from either subject's counters."""
+    return sum(n for key, n in window["requests"].items() if key.split("/")[0] not in ("list", "watch"))
 
 
 async def cleanup(bed: Bed, solvers: list[Solver]) -> None:
