@@ -1,9 +1,9 @@
 """Where the reconciler's CPU and memory go, in the storm, under status churn and at scale.
 
 Extra passes after the measured ones (their figures are not used for the targets):
-- py-spy (`record --nonblocking`, from the moment the process starts) on the reconciler through a storm
-  with `--qps` high, through status churn, and through start-up at scale; every sample is put in one
-  category (below) and the top functions are listed by self time;
+- py-spy (`record --nonblocking`) on the reconciler with its default settings through a storm and through
+  status churn (from /readyz 200), and through start-up at scale (from its first instruction); every
+  sample is put in one category (below) and the top functions are listed by self time;
 - tracemalloc (`bench.traced`) on the reconciler at scale once the work after start-up has settled: the
   allocation sites holding its memory; and the RSS of a process that only imports the reconciler, so
   RSS splits into code and data.
@@ -25,7 +25,7 @@ import anyio
 
 from bench.bed import Bed
 from bench.measure import die_with_parent, memory_mib
-from bench.subjects import HIGH_QPS, Subject
+from bench.subjects import Subject
 from bench.workloads import churn, scale, storm
 from testbed.paths import REPO_ROOT
 
@@ -197,7 +197,7 @@ async def wiring(bed: Bed, size: Any, only: set[str], out_dir: Path) -> dict[str
     if "storm" in only:
         challenges, projects = size.storm_challenges, size.storm_projects
         results["storm"] = await _profiled(
-            bed, out_dir / "storm-pyspy.txt", "profile-storm", HIGH_QPS,
+            bed, out_dir / "storm-pyspy.txt", "profile-storm", [],
             lambda s: storm.run(bed, s, challenges, projects, 600.0),
         )  # fmt: skip
     if "churn" in only:

@@ -28,7 +28,7 @@ from bench import profile as profiling
 from bench import report
 from bench.bed import Bed, bed
 from bench.measure import git_commit, machine
-from bench.subjects import DEFAULT_QPS, HIGH_QPS
+from bench.subjects import LIMITED
 from bench.workloads import churn, latency, scale, storm
 from testbed.paths import REPO_ROOT
 
@@ -83,8 +83,8 @@ async def run_workloads(the_bed: Bed, size: Sizes, only: set[str], profiles: Pat
         results["storm"] = {}
         runs = (
             sub("reconciler", label="reconciler-default"),
-            sub("floor", DEFAULT_QPS, label="floor-qps20"),
-            sub("reconciler", HIGH_QPS, label="reconciler-qps-high"),
+            sub("floor", LIMITED, label="floor-qps20"),
+            sub("reconciler", LIMITED, label="reconciler-qps20"),
             sub("floor", label="floor-unlimited"),
         )
         for subject in runs:
