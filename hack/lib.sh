@@ -19,7 +19,7 @@ find_python() {
   return 1
 }
 
-# The locked dependencies of the test environment (runtime + test + lint), refreshed by hack/lock.
+# The locked dependencies of the test environment (runtime + test + lint + bench), refreshed by hack/lock.
 DEV_LOCK="$REPO_ROOT/requirements/dev.lock"
 
 # Prints the venv's python. Installs the locked dependencies (not the project: tests and `python -m reconciler`
