@@ -34,9 +34,9 @@ class Settings(BaseSettings, PolicyFields):
     )
     solver_port_range: str = Field(default="8089-8188", description="LOW-HIGH external ports for solver Services")
 
-    service_workers: int = Field(default=2, ge=1, le=64)
-    backend_workers: int = Field(default=2, ge=1, le=64)
-    route_workers: int = Field(default=2, ge=1, le=64)
+    service_workers: int = Field(default=8, ge=1, le=64)
+    backend_workers: int = Field(default=4, ge=1, le=64)
+    route_workers: int = Field(default=4, ge=1, le=64)
     challenge_workers: int = Field(default=4, ge=1, le=64, description="workers telling Challenges and probing")
     dry_run: bool = Field(default=False, description="decide and log every write, send none")
 
