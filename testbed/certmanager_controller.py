@@ -242,6 +242,12 @@ class CertManagerController:
         """True while the process runs."""
         return self.process is not None and self.process.alive()
 
+    def metrics(self) -> str:
+        """cert-manager's ``/metrics`` (Prometheus text): ACME client requests, controller syncs, ..."""
+        resp = httpx.get(f"{self.base_url}/metrics", timeout=5, trust_env=False)
+        resp.raise_for_status()
+        return resp.text
+
     def log(self) -> str:
         """Everything it logged so far."""
         try:

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -265,11 +266,20 @@ async def run(runs: int, retry_period: float, keep: bool) -> int:
                 results.append(result)
                 print(f"run {n}: {json.dumps(result, indent=2)}", flush=True)
         errors = [ln for ln in cm.errors() if "ListenerSet" in ln or "could not find the requested resource" in ln]
+        acme_requests = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in cm.metrics().splitlines()
+            if line.startswith("certmanager_http_acme_client_request_count{")
+        )
+        print(f"cert-manager ACME requests to Pebble (all runs): {acme_requests:g}")
         print(f"cert-manager error lines: {len(cm.errors())} (missing-API lines: {len(errors)})")
         for line in cm.errors()[:20]:
             print(f"  {line[:300]}")
-        if keep:
-            print(f"logs kept: cert-manager {cm.log_path}, reconcilers {log_dir}")
+        if keep:  # copied: the control plane's sweeper removes testbed-* dirs of dead processes, kept or not
+            shutil.copy(cm.log_path, log_dir / "cert-manager.log")
+            print(f"logs kept in {log_dir} (cert-manager, reconcilers)")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
     ttr = [r["time_to_ready_s"] for r in results]
     print(f"{'FAILED' if failures else 'PASSED'}: {len(results)}/{runs} issued; time to Ready {ttr}")
     return 1 if failures or not results else 0
