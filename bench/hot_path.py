@@ -17,8 +17,8 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient
 
 from reconciler.cache import ClusterCache
-from reconciler.config import Policy
 from reconciler.model import Challenge, Project, Service
+from reconciler.policy import Policy
 from reconciler.reconcile.backends import reconcile_backend
 from reconciler.reconcile.services import reconcile_service
 

@@ -1,5 +1,5 @@
-# Shared by hack/test and hack/run: a Python environment with the project's dependencies, kept in a
-# stable cache directory keyed by the dependency list, so repeated runs skip the install.
+# Shared by hack/test, hack/run and hack/lock: a Python environment with the project's locked dependencies,
+# kept in a stable cache directory keyed by the lock file, so repeated runs skip the install.
 # shellcheck shell=bash
 
 CACHE_ROOT="${RECONCILER_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/acme-gateway-reconciler}"
@@ -19,31 +19,27 @@ find_python() {
   return 1
 }
 
-# Prints the venv's python. Installs the dependencies (not the project: tests and `python -m reconciler`
-# import it from this checkout) the first time a given dependency list is seen.
+# The locked dependencies of the test environment (runtime + test + lint), refreshed by hack/lock.
+DEV_LOCK="$REPO_ROOT/requirements/dev.lock"
+
+# Prints the venv's python. Installs the locked dependencies (not the project: tests and `python -m reconciler`
+# import it from this checkout) the first time a given lock file is seen, verifying every file's hash.
 ensure_venv() {
   local python key venv
   python="$(find_python)"
-  key="$("$python" - "$REPO_ROOT/pyproject.toml" <<'PY'
-import hashlib, sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-deps = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
-print(hashlib.sha256("\n".join(sorted(deps)).encode() + sys.version.encode()).hexdigest()[:16])
+  key="$("$python" - "$DEV_LOCK" <<'PY'
+import hashlib, sys
+print(hashlib.sha256(open(sys.argv[1], "rb").read() + sys.version.encode()).hexdigest()[:16])
 PY
 )"
   venv="$CACHE_ROOT/venv-$key"
   if [[ ! -x "$venv/bin/python" || ! -f "$venv/.complete" ]]; then
-    echo "creating Python environment $venv" >&2
+    echo "creating Python environment $venv from ${DEV_LOCK#"$REPO_ROOT"/}" >&2
     mkdir -p "$CACHE_ROOT"
     rm -rf "$venv"
     "$python" -m venv "$venv" >&2
     "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$venv/bin/python" - "$REPO_ROOT/pyproject.toml" > "$venv/requirements.txt" <<'PY'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(project["dependencies"] + sum(project["optional-dependencies"].values(), [])))
-PY
-    "$venv/bin/python" -m pip install --quiet -r "$venv/requirements.txt" >&2
+    "$venv/bin/python" -m pip install --quiet --require-hashes -r "$DEV_LOCK" >&2
     touch "$venv/.complete"
   fi
   echo "$venv/bin/python"

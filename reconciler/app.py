@@ -12,7 +12,7 @@ import anyio
 from reconciler import __version__, server
 from reconciler.config import Settings
 from reconciler.controller import Controller
-from reconciler.kube.client import KubeClient
+from reconciler.kube.client import KubeClient, Limits
 from reconciler.kube.leader import LeaderElector, LeadershipLost
 from reconciler.metrics import Metrics
 
@@ -22,7 +22,8 @@ log = logging.getLogger("reconciler")
 async def serve(settings: Settings) -> int:
     metrics = Metrics()
     try:
-        client = await KubeClient.connect(metrics, settings.kubeconfig, settings.context, settings.qps, settings.burst)
+        limits = Limits(qps=settings.qps, burst=settings.burst)
+        client = await KubeClient.connect(metrics, settings.kubeconfig, settings.context, limits)
     except Exception as exc:
         log.error("cannot load Kubernetes client configuration", extra={"error": str(exc)})
         return 1

@@ -1,5 +1,5 @@
-"""The cluster cache: one store per watched resource, the indexes the event handlers and reconcilers
-use, and the project index (project namespace -> Project). Pure data; the informers fill it."""
+"""The cluster cache: one store per watched resource, the indexes the triggers and reconcilers use, and
+the project index (project namespace -> Project). Pure data; the informers fill it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from reconciler.kube.store import Store, by_controller_uid, by_label, by_namespace, by_uid
 from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
-from reconciler.reconcile.backends import BACKEND_SUFFIX
+from reconciler.names import service_of_backend
 
 NAMESPACE = "namespace"
 CONTROLLER_UID = "controller-uid"
@@ -19,8 +19,8 @@ Service a Backend backendRef was derived from (`<service>-backend`), so Service 
 the routes that wait on them without a scan."""
 PROJECT_NAMESPACE = "project-namespace"
 SOLVER_LABEL = "solver-label"
-DELETED_CHALLENGES_KEPT = 10_000
 """Services by `<namespace>/<solver label value>`: the solver Services of a namespace without a scan."""
+DELETED_CHALLENGES_KEPT = 10_000
 
 
 def route_service_refs(route: HTTPRoute) -> Iterable[str]:
@@ -31,8 +31,8 @@ def route_service_refs(route: HTTPRoute) -> Iterable[str]:
             continue
         if ref.group == "" and ref.kind == "Service":
             seen.add(f"{ns}/{ref.name}")
-        elif ref.kind == "Backend" and ref.name.endswith(BACKEND_SUFFIX):
-            seen.add(f"{ns}/{ref.name[: -len(BACKEND_SUFFIX)]}")
+        elif ref.kind == "Backend" and (service := service_of_backend(ref.name)) is not None:
+            seen.add(f"{ns}/{service}")
     return seen
 
 
@@ -52,14 +52,27 @@ class ClusterCache:
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SERVICE_BACKEND_REF: route_service_refs}
         )
         self.shadows: Store[HTTPRoute] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
-        self.challenges: Store[Challenge] = Store({NAMESPACE: by_namespace, UID: by_uid})
+        self.challenges: Store[Challenge] = Store({NAMESPACE: by_namespace, UID: by_uid}, on_delete=self._deleted)
         self.projects: Store[Project] = Store({PROJECT_NAMESPACE: project_namespace})
         self.deleted_challenges: OrderedDict[str, None] = OrderedDict()
         """Uids of Challenges seen deleted, newest last, bounded: their solver objects linger until the
         garbage collector removes them and must not be taken for forgeries meanwhile."""
 
+    # -- by name -------------------------------------------------------------------------------
+
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get((namespace, name))
+
+    def backend(self, namespace: str, name: str) -> Backend | None:
+        return self.backends.get((namespace, name))
+
+    def route(self, namespace: str, name: str) -> HTTPRoute | None:
+        return self.routes.get((namespace, name))
+
+    def shadow_route(self, namespace: str, name: str) -> HTTPRoute | None:
+        return self.shadows.get((namespace, name))
+
+    # -- by index ------------------------------------------------------------------------------
 
     def services_in(self, namespace: str) -> Sequence[Service]:
         return self.services.by_index(NAMESPACE, namespace)
@@ -68,20 +81,18 @@ class ClusterCache:
         """Services labelled as solvers (a claim only; ownership is checked by the reconcilers)."""
         return self.services.by_index(SOLVER_LABEL, f"{namespace}/true")
 
-    def backend(self, namespace: str, name: str) -> Backend | None:
-        return self.backends.get((namespace, name))
+    def routes_in(self, namespace: str) -> Sequence[HTTPRoute]:
+        return self.routes.by_index(NAMESPACE, namespace)
 
-    def route(self, namespace: str, name: str) -> HTTPRoute | None:
-        return self.routes.get((namespace, name))
+    def routes_for_service(self, namespace: str, service: str) -> Sequence[HTTPRoute]:
+        """Solver routes naming the Service, directly or through `<service>-backend`."""
+        return self.routes.by_index(SERVICE_BACKEND_REF, f"{namespace}/{service}")
+
+    def services_controlled_by(self, uid: str) -> Sequence[Service]:
+        return self.services.by_index(CONTROLLER_UID, uid)
 
     def routes_controlled_by(self, uid: str) -> Sequence[HTTPRoute]:
         return self.routes.by_index(CONTROLLER_UID, uid)
-
-    def shadow_route(self, namespace: str, name: str) -> HTTPRoute | None:
-        return self.shadows.get((namespace, name))
-
-    def routes_for_service(self, namespace: str, service: str) -> Sequence[HTTPRoute]:
-        return self.routes.by_index(SERVICE_BACKEND_REF, f"{namespace}/{service}")
 
     def challenge(self, namespace: str, name: str) -> Challenge | None:
         return self.challenges.get((namespace, name))
@@ -93,8 +104,9 @@ class ClusterCache:
     def challenge_was_deleted(self, uid: str) -> bool:
         return uid in self.deleted_challenges
 
-    def forget_challenge(self, uid: str) -> None:
-        """Record a deleted Challenge (the informer's DELETED event)."""
+    def _deleted(self, challenge: Challenge) -> None:
+        """Remember a deleted Challenge (bounded), for `challenge_was_deleted`."""
+        uid = challenge.meta.uid
         self.deleted_challenges[uid] = None
         self.deleted_challenges.move_to_end(uid)
         while len(self.deleted_challenges) > DELETED_CHALLENGES_KEPT:

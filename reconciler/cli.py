@@ -11,7 +11,8 @@ import anyio
 from pydantic import ValidationError
 
 from reconciler import __version__
-from reconciler.config import BackendMode, LogFormat, RouteMode, Settings
+from reconciler.config import LogFormat, Settings
+from reconciler.policy import BackendMode, RouteMode
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Settings: every option comes from a flag or a `RECONCILER_*` environment variable.
 
-The reconcilers receive only `Policy` (the part that shapes decisions), so they stay pure and
-their tests need no environment.
+The reconcilers receive only `reconciler.policy.Policy` (the part that shapes decisions), so they stay
+pure and their tests need no environment.
 """
 
 from __future__ import annotations
@@ -10,24 +10,10 @@ import os
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-class BackendMode(StrEnum):
-    """Which LoadBalancer Services get a reconciler-managed Backend."""
-
-    ALL = "all"  # every Service annotated create-gateway-backend (what the PRD's service controller does)
-    ACME = "acme"  # only ACME solver Services
-    NONE = "none"  # the platform creates `<service>-backend` itself; we only route to it
-
-
-class RouteMode(StrEnum):
-    """How a solver's challenge path reaches its Backend."""
-
-    SHADOW = "shadow"  # a companion HTTPRoute that wins by precedence; cert-manager's route is never edited
-    PATCH = "patch"  # rewrite cert-manager's HTTPRoute backendRefs in place (the PRD's design; reverted by
-    # cert-manager before every self-check, and re-patched)
+from reconciler.policy import Policy, PolicyFields
 
 
 class LogFormat(StrEnum):
@@ -35,46 +21,7 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class Decisions(BaseModel):
-    """Label and annotation keys and modes: set in `Settings`, read by the reconcilers through `Policy`."""
-
-    solver_label: str = "acme.cert-manager.io/http01-solver"
-    domain_label: str = "acme.cert-manager.io/http-domain"
-    token_label: str = "acme.cert-manager.io/http-token"
-    network_type_annotation: str = "network.kube-dc.com/external-network-type"
-    bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
-    create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"
-    route_port_annotation: str = "service.nlb.kube-dc.com/route-port"
-    bind_on_default_gw_annotation: str = "service.nlb.kube-dc.com/bind-on-default-gw-eip"
-    eip_name: str = Field(default="default-gw", description="EIP the solver Services bind on")
-    managed_by_label: str = "app.kubernetes.io/managed-by"
-    managed_by_value: str = "acme-gateway-reconciler"
-    backend_mode: BackendMode = BackendMode.ALL
-    route_mode: RouteMode = RouteMode.SHADOW
-
-
-class Policy(Decisions):
-    """The decision-shaping part of the settings, handed to the pure reconcilers."""
-
-    model_config = ConfigDict(frozen=True)
-
-    solver_ports: tuple[int, int] = (8089, 8188)
-    """Inclusive range of external ports solver Services get on the EIP (one per concurrent challenge)."""
-
-    def annotation_keys(self) -> frozenset[str]:
-        """Annotations the cache keeps; every other annotation is dropped at the watch."""
-        return frozenset(
-            {
-                self.network_type_annotation,
-                self.bind_on_eip_annotation,
-                self.create_backend_annotation,
-                self.route_port_annotation,
-                self.bind_on_default_gw_annotation,
-            }
-        )
-
-
-class Settings(BaseSettings, Decisions):
+class Settings(BaseSettings, PolicyFields):
     """All run-time settings. Flags override environment variables (`RECONCILER_<NAME>`)."""
 
     model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="ignore")
@@ -154,5 +101,5 @@ class Settings(BaseSettings, Decisions):
 
     def policy(self) -> Policy:
         low, _, high = self.solver_port_range.partition("-")
-        shared = {name: getattr(self, name) for name in Decisions.model_fields}
+        shared = {name: getattr(self, name) for name in PolicyFields.model_fields}
         return Policy(**shared, solver_ports=(int(low), int(high)))

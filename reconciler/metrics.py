@@ -53,122 +53,101 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.build_info = Gauge(f"{NS}_build_info", "Build information.", ["version"], registry=r)
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=r)
+
+        def histogram(name: str, doc: str, *labels: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+
+        self.build_info = gauge(f"{NS}_build_info", "Build information.", "version")
         self.build_info.labels(__version__).set(1)
-        self.leader = Gauge(
-            f"{NS}_leader", "1 while this process holds the leader lease (or runs without election).", registry=r
-        )
+        self.leader = gauge(f"{NS}_leader", "1 while this process holds the leader lease (or runs without election).")
 
         # Challenges: the user's explicit ask.
-        self.challenge_outcomes = Counter(
+        self.challenge_outcomes = counter(
             f"{NS}_challenge_outcomes_total",
             "ACME challenges that reached a final state, by project namespace and outcome "
             "(valid = success; invalid, expired, errored = failure). Each challenge counts once.",
-            ["project", "outcome", "state"],
-            registry=r,
+            *("project", "outcome", "state"),
         )
-        self.route_wiring = Histogram(
+        self.route_wiring = histogram(
             f"{NS}_route_wiring_seconds",
             "Time from an ACME HTTPRoute appearing in the watch to it being routed to a Backend.",
             buckets=WIRING_BUCKETS,
-            registry=r,
         )
-        self.route_reverts = Counter(
+        self.route_reverts = counter(
             f"{NS}_route_reverts_total",
             "Route mode patch: solver HTTPRoutes seen turned back from the Backend to the Service (cert-manager's "
             "Present before each self-check).",
-            registry=r,
         )
-        self.route_repatches = Counter(
+        self.route_repatches = counter(
             f"{NS}_route_repatches_total",
             "Route mode patch: solver HTTPRoutes routed to the Backend again after a revert.",
-            registry=r,
         )
-        self.writes = Counter(
-            f"{NS}_writes_total",
-            "Writes the reconciler sent, by kind, verb and result.",
-            ["kind", "verb", "result"],
-            registry=r,
+        self.writes = counter(
+            f"{NS}_writes_total", "Writes the reconciler sent, by kind, verb and result.", "kind", "verb", "result"
         )
-        self.refusals = Counter(
+        self.refusals = counter(
             f"{NS}_refusals_total",
             "Objects the reconciler refused to act on (bad or foreign input), once per object and reason.",
-            ["kind", "reason"],
-            registry=r,
+            *("kind", "reason"),
         )
-        self.events = Counter(
-            f"{NS}_events_total", "Kubernetes Events emitted, by type and reason.", ["type", "reason"], registry=r
-        )
+        self.events = counter(f"{NS}_events_total", "Kubernetes Events emitted, by type and reason.", "type", "reason")
 
         # Reconcile loop.
-        self.reconciles = Counter(
-            f"{NS}_reconcile_total", "Reconcile runs by controller and result.", ["controller", "result"], registry=r
+        self.reconciles = counter(
+            f"{NS}_reconcile_total", "Reconcile runs by controller and result.", "controller", "result"
         )
-        self.reconcile_errors = Counter(
-            f"{NS}_reconcile_errors_total", "Reconcile runs that failed, by controller.", ["controller"], registry=r
+        self.reconcile_errors = counter(
+            f"{NS}_reconcile_errors_total", "Reconcile runs that failed, by controller.", "controller"
         )
-        self.reconcile_duration = Histogram(
+        self.reconcile_duration = histogram(
             f"{NS}_reconcile_duration_seconds",
             "Duration of one reconcile run including its writes, by controller.",
-            ["controller"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "controller",
         )
 
         # Work queues (client-go names).
-        self.wq_depth = Gauge("workqueue_depth", "Current depth of the work queue.", ["name"], registry=r)
-        self.wq_adds = Counter("workqueue_adds_total", "Adds handled by the work queue.", ["name"], registry=r)
-        self.wq_queue_duration = Histogram(
+        self.wq_depth = gauge("workqueue_depth", "Current depth of the work queue.", "name")
+        self.wq_adds = counter("workqueue_adds_total", "Adds handled by the work queue.", "name")
+        self.wq_queue_duration = histogram(
             "workqueue_queue_duration_seconds",
             "Seconds an item stays in the work queue before being requested.",
-            ["name"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "name",
         )
-        self.wq_work_duration = Histogram(
-            "workqueue_work_duration_seconds",
-            "Seconds processing an item from the work queue takes.",
-            ["name"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.wq_work_duration = histogram(
+            "workqueue_work_duration_seconds", "Seconds processing an item from the work queue takes.", "name"
         )
-        self.wq_retries = Counter("workqueue_retries_total", "Retries handled by the work queue.", ["name"], registry=r)
+        self.wq_retries = counter("workqueue_retries_total", "Retries handled by the work queue.", "name")
         self.wq_gauges = QueueGauges()
         r.register(self.wq_gauges)
 
         # Watches and the API.
-        self.watch_restarts = Counter(
+        self.watch_restarts = counter(
             f"{NS}_watch_restarts_total",
             "Watch streams re-opened, by resource and reason (timeout, error, gone).",
-            ["resource", "reason"],
-            registry=r,
+            *("resource", "reason"),
         )
-        self.relists = Counter(f"{NS}_relists_total", "Full lists, by resource.", ["resource"], registry=r)
-        self.watch_events = Counter(
-            f"{NS}_watch_events_total", "Watch events received, by resource and type.", ["resource", "type"], registry=r
+        self.relists = counter(f"{NS}_relists_total", "Full lists, by resource.", "resource")
+        self.watch_events = counter(
+            f"{NS}_watch_events_total", "Watch events received, by resource and type.", "resource", "type"
         )
-        self.cache_objects = Gauge(
-            f"{NS}_cache_objects", "Objects in the cache, by resource.", ["resource"], registry=r
+        self.cache_objects = gauge(f"{NS}_cache_objects", "Objects in the cache, by resource.", "resource")
+        self.informer_synced = gauge(
+            f"{NS}_informer_synced", "1 once the resource's first list is in the cache.", "resource"
         )
-        self.informer_synced = Gauge(
-            f"{NS}_informer_synced", "1 once the resource's first list is in the cache.", ["resource"], registry=r
-        )
-        self.api_requests = Counter(
+        self.api_requests = counter(
             f"{NS}_api_requests_total",
             "Requests to the Kubernetes API by verb and HTTP status code ('error' for no response).",
-            ["verb", "code"],
-            registry=r,
+            *("verb", "code"),
         )
-        self.api_request_duration = Histogram(
-            f"{NS}_api_request_duration_seconds",
-            "Latency of non-watch API requests, by verb.",
-            ["verb"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.api_request_duration = histogram(
+            f"{NS}_api_request_duration_seconds", "Latency of non-watch API requests, by verb.", "verb"
         )
-        self.api_throttle = Histogram(
-            f"{NS}_api_client_rate_limiter_seconds",
-            "Time requests waited for the client-side rate limiter.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.api_throttle = histogram(
+            f"{NS}_api_client_rate_limiter_seconds", "Time requests waited for the client-side rate limiter."
         )

@@ -9,7 +9,7 @@ Everything here is plain data; nothing does I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,11 +31,14 @@ class View(BaseModel):
 
 
 class OwnerRef(View):
+    """One `metadata.ownerReferences` entry."""
+
+    controller: bool = False
+    """At most one reference is the controller: the only one ownership checks believe."""
     api_version: str
     kind: str
     name: str
     uid: str
-    controller: bool = False
 
     @property
     def group(self) -> str:
@@ -92,6 +95,13 @@ class Meta(View):
                 for ref in md.get("ownerReferences") or ()
             ),
         )
+
+
+class HasMeta(Protocol):
+    """Any view: what the store indexes and the ownership checks read."""
+
+    @property
+    def meta(self) -> Meta: ...
 
 
 class ServicePort(View):

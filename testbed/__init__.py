@@ -4,6 +4,7 @@ Kept separate from the ``reconciler`` package so that the tests judge the produc
 share its client or its assumptions.
 """
 
-from testbed.controlplane import ControlPlane, ControlPlaneError
+from testbed.controlplane import ControlPlane
+from testbed.errors import ControlPlaneError
 
 __all__ = ["ControlPlane", "ControlPlaneError"]

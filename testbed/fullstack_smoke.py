@@ -26,26 +26,16 @@ from typing import Any
 import httpx
 from cryptography import x509
 
-from testbed.controlplane import ControlPlane, find_binaries
-from testbed.gateway import (
-    BACKENDS,
-    DEFAULT_LISTENER_PORT,
-    HTTPROUTES,
-    SERVICES,
-    BackendServer,
-    EnvoyGateway,
-    FullstackError,
-    SyncKube,
-    backend,
-    backend_ref,
-    condition,
-    find_fullstack_binaries,
-    http_route,
-    in_private_netns,
-    reexec_in_private_netns,
-)
-from testbed.kube import NAMESPACES
+from testbed.binaries import find_binaries, find_fullstack_binaries
+from testbed.controlplane import ControlPlane
+from testbed.errors import FullstackError
+from testbed.gateway import DEFAULT_LISTENER_PORT, EnvoyGateway, backend, backend_ref, http_route
+from testbed.httpservers import BackendServer
+from testbed.kube import BACKENDS, HTTPROUTES, NAMESPACES, SERVICES
+from testbed.netns import in_private_netns, reexec_in_private_netns
+from testbed.paths import REPO_ROOT
 from testbed.pebble import AcmeAccount, acme_stack
+from testbed.synckube import SyncKube, condition
 
 NAMESPACE = "smoke"
 SOLVER_PORT = 8089
@@ -126,25 +116,14 @@ def check_method_precedence(
     """Same hostname + Exact path: the route with ``method: GET`` wins for GET, in both creation orders."""
     for b in (plain, with_method):
         kube.apply(BACKENDS, backend(b.default_body.decode(), NAMESPACE, b.address, b.port))
-    exact = ("Exact", TOKEN_PATH)
+
+    def route(host: str, suffix: str, to: BackendServer, method: str | None = None) -> dict[str, Any]:
+        ref = backend_ref(to.default_body.decode(), to.port)
+        name = f"{host.split('.', maxsplit=1)[0]}-{suffix}"
+        return http_route(name, NAMESPACE, host, [ref], eg.parent_ref, path=("Exact", TOKEN_PATH), method=method)
+
     for host, method_first in (("p1.example.test", False), ("p2.example.test", True)):
-        plain_route = http_route(
-            f"{host.split('.')[0]}-plain",
-            NAMESPACE,
-            host,
-            [backend_ref("plain", plain.port)],
-            eg.parent_ref,
-            path=exact,
-        )
-        method_route = http_route(
-            f"{host.split('.')[0]}-get",
-            NAMESPACE,
-            host,
-            [backend_ref("with-method", with_method.port)],
-            eg.parent_ref,
-            path=exact,
-            method="GET",
-        )
+        plain_route, method_route = route(host, "plain", plain), route(host, "get", with_method, "GET")
         first, second = (method_route, plain_route) if method_first else (plain_route, method_route)
         kube.apply(HTTPROUTES, first)
         time.sleep(1.1)  # creationTimestamp has one-second resolution
@@ -194,7 +173,7 @@ def run(listener_port: int, keep: bool) -> int:
         eg = stack.enter_context(EnvoyGateway(plane.admin_kubeconfig, listener_port=listener_port, keep_data_dir=keep))
         timings["envoy gateway"] = str(eg.timings)
         print(f"control plane: {timings['control plane']}\nenvoy gateway: {timings['envoy gateway']}", flush=True)
-        kube = stack.enter_context(SyncKube(plane.admin_kubeconfig))
+        kube = stack.enter_context(SyncKube.from_kubeconfig(plane.admin_kubeconfig))
         app = stack.enter_context(BackendServer("127.65.0.9", SOLVER_PORT))
         plain = stack.enter_context(BackendServer("127.65.0.10", SOLVER_PORT, default_body="plain"))
         with_method = stack.enter_context(BackendServer("127.65.0.11", SOLVER_PORT, default_body="with-method"))
@@ -226,16 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         find_binaries()
         find_fullstack_binaries()
         print(f"binaries ready in {time.monotonic() - t0:.1f}s; entering a private network namespace", flush=True)
-        os.environ.setdefault("PYTHONPATH", str(find_repo_root()))
+        os.environ.setdefault("PYTHONPATH", str(REPO_ROOT))
         reexec_in_private_netns()
     return run(args.listener_port, args.keep)
-
-
-def find_repo_root() -> str:
-    """The checkout this module lives in (for ``-m`` after re-exec from another working directory)."""
-    from testbed.gateway import REPO_ROOT
-
-    return str(REPO_ROOT)
 
 
 if __name__ == "__main__":

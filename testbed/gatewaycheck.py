@@ -9,23 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
-
 from testbed.kube import BACKENDS, HTTPROUTES, SERVICES, Kube, Obj
-
-
-def controlled_by(obj: Obj, owner: Obj) -> bool:
-    """True when ``obj`` has a controller owner reference to ``owner``."""
-    return any(
-        ref.get("controller") and ref.get("uid") == owner["metadata"]["uid"]
-        for ref in obj["metadata"].get("ownerReferences", [])
-    )
+from testbed.polling import WaitTimeout, wait_for
+from testbed.solverobjects import is_controlled_by
 
 
 async def solver_service(api: Kube, ch: Obj) -> Obj | None:
     """The solver Service cert-manager made for ``ch``."""
     for svc in await api.list(SERVICES, ch["metadata"]["namespace"]):
-        if controlled_by(svc, ch):
+        if is_controlled_by(svc, ch):
             return svc
     return None
 
@@ -33,7 +25,7 @@ async def solver_service(api: Kube, ch: Obj) -> Obj | None:
 async def solver_route(api: Kube, ch: Obj) -> Obj | None:
     """The solver HTTPRoute cert-manager made for ``ch``."""
     for route in await api.list(HTTPROUTES, ch["metadata"]["namespace"]):
-        if controlled_by(route, ch):
+        if is_controlled_by(route, ch):
             return route
     return None
 
@@ -91,12 +83,10 @@ class RoutedToBackend:
 
     async def __call__(self, ch: Obj) -> bool:
         """One self-check."""
-        with anyio.move_on_after(self.propagation):
-            while True:
-                if await self.routed(ch):
-                    return True
-                await anyio.sleep(0.05)
-        return False
+        try:
+            return await wait_for(lambda: self.routed(ch), within=self.propagation, interval=0.05, what="routed")
+        except WaitTimeout:
+            return False
 
     async def routed(self, ch: Obj) -> bool:
         """The check without waiting."""

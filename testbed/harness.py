@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from testbed import polling
 from testbed.certmanager import (
     FINALIZER,
     SolverConfig,
@@ -34,9 +34,11 @@ from testbed.certmanager import (
     create_challenge,
     present,
 )
-from testbed.controlplane import RECONCILER_SA_NAMESPACE, REPO_ROOT, ControlPlane, free_loopback_ports
+from testbed.controlplane import RECONCILER_SA_NAMESPACE, ControlPlane
 from testbed.kube import BY_KIND, CHALLENGES, NAMESPACES, Kube, Obj, load_manifests, wait_for
 from testbed.kubedc import ensure_namespace
+from testbed.paths import REPO_ROOT
+from testbed.ports import free_loopback_ports
 
 RBAC_MANIFEST = REPO_ROOT / "manifests" / "rbac.yaml"
 READY_TIMEOUT = 30.0
@@ -130,6 +132,10 @@ class ReconcilerNotReady(AssertionError):
     """The reconciler exited or did not answer /readyz 200 in time; the message holds its log."""
 
 
+class ReconcilerNotYetReady(Exception):
+    """/readyz answered, but not 200 (yet): the answer is the message."""
+
+
 @dataclass(frozen=True)
 class Metrics:
     """Parsed /metrics samples."""
@@ -190,21 +196,22 @@ class ReconcilerProcess:
 
     async def wait_ready(self, within: float = READY_TIMEOUT) -> None:
         """Poll /readyz; raise ``ReconcilerNotReady`` with the log if it exits or is not ready in time."""
-        deadline = time.monotonic() + within
-        last = "no answer"
         async with httpx.AsyncClient(timeout=2) as http:
-            while time.monotonic() < deadline:
+
+            async def ready() -> bool:
                 if not self.alive:
                     raise ReconcilerNotReady(f"reconciler exited ({self.returncode}) before ready:\n{self.log()}")
-                try:
-                    resp = await http.get(f"{self.base_url}/readyz")
-                    if resp.status_code == 200:
-                        return
-                    last = f"{resp.status_code} {resp.text[:500]}"
-                except httpx.HTTPError as err:
-                    last = repr(err)
-                await anyio.sleep(0.1)
-        raise ReconcilerNotReady(f"reconciler not ready after {within}s (last /readyz: {last}):\n{self.log()}")
+                resp = await http.get(f"{self.base_url}/readyz")
+                if resp.status_code != 200:
+                    raise ReconcilerNotYetReady(f"{resp.status_code} {resp.text[:500]}")
+                return True
+
+            try:
+                await polling.wait_for(
+                    ready, within=within, what="/readyz 200", retry_on=(httpx.HTTPError, ReconcilerNotYetReady)
+                )
+            except polling.WaitTimeout as err:
+                raise ReconcilerNotReady(f"reconciler not ready: {err}\n{self.log()}") from None
 
     @property
     def alive(self) -> bool:

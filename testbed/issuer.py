@@ -52,10 +52,10 @@ from testbed.certmanager import (
     create_challenge,
     run_challenge,
 )
-from testbed.kube import CHALLENGES, Kube, Obj, Resource
+from testbed.kube import CHALLENGES, SECRETS, Kube, Obj
 from testbed.pebble import AcmeAccount, Pebble
+from testbed.polling import WaitTimeout, wait_for
 
-SECRETS: Final = Resource("", "v1", "secrets")
 FIELD_MANAGER: Final = "cert-manager-certificates-issuing"
 AUTHZ_POLL_SECONDS: Final = 0.2
 USER_AGENT: Final = "acme-gateway-reconciler-testbed"
@@ -223,20 +223,21 @@ def _http01(authzr: messages.AuthorizationResource, acme: _OrderClient) -> _Auth
 
 async def _accept(acme: _OrderClient, authz: _Authorization, timeout: float) -> tuple[str, str]:
     """cert-manager's Accept + wait for the authorization: (Challenge state, reason)."""
+    authzr = authz.authzr
+
+    async def settled() -> bool:
+        nonlocal authzr
+        authzr = (await acme.call(functools.partial(acme.v2.poll, authzr)))[0]
+        return authzr.body.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+
     try:
         await acme.call(lambda: acme.v2.answer_challenge(authz.challb, authz.response))
-        deadline = time.monotonic() + timeout
-        authzr = authz.authzr
-        while True:
-            authzr = (await acme.call(functools.partial(acme.v2.poll, authzr)))[0]
-            status = authzr.body.status
-            if status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
-                break
-            if time.monotonic() > deadline:
-                return "errored", f"authorization still {status.name} after {timeout}s"
-            await anyio.sleep(AUTHZ_POLL_SECONDS)
+        await wait_for(settled, within=timeout, interval=AUTHZ_POLL_SECONDS, what="the authorization to settle")
+    except WaitTimeout:
+        return "errored", f"authorization still {authzr.body.status.name} after {timeout}s"
     except Exception as err:  # the ACME server's answer, whatever it is, is the Challenge's outcome
         return "errored", f"accepting the challenge failed: {err}"
+    status = authzr.body.status
     state = _CHALLENGE_STATE_OF.get(status.name, "errored")
     if state == "valid":
         return state, "Successfully authorized domain"

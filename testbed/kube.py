@@ -10,7 +10,6 @@ import base64
 import builtins
 import json
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any, Literal, Self, TypeVar
 import anyio
 import httpx
 import yaml
+
+from testbed import polling
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -33,6 +34,7 @@ class Resource:
     version: str
     plural: str
     namespaced: bool = True
+    kind: str = ""  # set for the kinds ``BY_KIND`` lists
 
     @property
     def api_version(self) -> str:
@@ -53,54 +55,59 @@ class Resource:
         return "/".join(parts)
 
 
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
-SERVICES = Resource("", "v1", "services")
-PODS = Resource("", "v1", "pods")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, kind="Namespace")
+SERVICES = Resource("", "v1", "services", kind="Service")
+PODS = Resource("", "v1", "pods", kind="Pod")
+SECRETS = Resource("", "v1", "secrets")
 EVENTS = Resource("", "v1", "events")
-CONFIGMAPS = Resource("", "v1", "configmaps")
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts")
+CONFIGMAPS = Resource("", "v1", "configmaps", kind="ConfigMap")
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", kind="ServiceAccount")
 EVENTS_V1 = Resource("events.k8s.io", "v1", "events")
-LEASES = Resource("coordination.k8s.io", "v1", "leases")
-CLUSTERROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", namespaced=False)
-CLUSTERROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False)
-ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles")
-ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", kind="Lease")
+CLUSTERROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", namespaced=False, kind="ClusterRole")
+CLUSTERROLEBINDINGS = Resource(
+    "rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False, kind="ClusterRoleBinding"
+)
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", kind="Role")
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", kind="RoleBinding")
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
-HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
-GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
-GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", namespaced=False)
+HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", kind="HTTPRoute")
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", kind="Gateway")
+GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", namespaced=False, kind="GatewayClass")
 REFERENCEGRANTS = Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants")
-BACKENDS = Resource("gateway.envoyproxy.io", "v1alpha1", "backends")
-CHALLENGES = Resource("acme.cert-manager.io", "v1", "challenges")
+BACKENDS = Resource("gateway.envoyproxy.io", "v1alpha1", "backends", kind="Backend")
+ENVOYPROXIES = Resource("gateway.envoyproxy.io", "v1alpha1", "envoyproxies")
+CHALLENGES = Resource("acme.cert-manager.io", "v1", "challenges", kind="Challenge")
 ORDERS = Resource("acme.cert-manager.io", "v1", "orders")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates")
 ISSUERS = Resource("cert-manager.io", "v1", "issuers")
 CLUSTERISSUERS = Resource("cert-manager.io", "v1", "clusterissuers", namespaced=False)
-PROJECTS = Resource("kube-dc.com", "v1", "projects")
-EIPS = Resource("kube-dc.com", "v1", "eips")
-DEPLOYMENTS = Resource("apps", "v1", "deployments")
+PROJECTS = Resource("kube-dc.com", "v1", "projects", kind="Project")
+EIPS = Resource("kube-dc.com", "v1", "eips", kind="EIp")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", kind="Deployment")
 
 # kind -> resource, for applying manifests (apiVersion is checked against the resource's).
-BY_KIND: dict[str, Resource] = {
-    "Namespace": NAMESPACES,
-    "Deployment": DEPLOYMENTS,
-    "Service": SERVICES,
-    "Pod": PODS,
-    "ConfigMap": CONFIGMAPS,
-    "ServiceAccount": SERVICEACCOUNTS,
-    "Lease": LEASES,
-    "ClusterRole": CLUSTERROLES,
-    "ClusterRoleBinding": CLUSTERROLEBINDINGS,
-    "Role": ROLES,
-    "RoleBinding": ROLEBINDINGS,
-    "HTTPRoute": HTTPROUTES,
-    "Gateway": GATEWAYS,
-    "GatewayClass": GATEWAYCLASSES,
-    "Backend": BACKENDS,
-    "Challenge": CHALLENGES,
-    "Project": PROJECTS,
-    "EIp": EIPS,
-}
+_MANIFEST_KINDS = (
+    NAMESPACES,
+    DEPLOYMENTS,
+    SERVICES,
+    PODS,
+    CONFIGMAPS,
+    SERVICEACCOUNTS,
+    LEASES,
+    CLUSTERROLES,
+    CLUSTERROLEBINDINGS,
+    ROLES,
+    ROLEBINDINGS,
+    HTTPROUTES,
+    GATEWAYS,
+    GATEWAYCLASSES,
+    BACKENDS,
+    CHALLENGES,
+    PROJECTS,
+    EIPS,
+)
+BY_KIND: dict[str, Resource] = {r.kind: r for r in _MANIFEST_KINDS}
 
 
 class ApiError(Exception):
@@ -415,21 +422,8 @@ async def wait_for(
     interval: float = 0.1,
     what: str = "condition",
 ) -> T:
-    """Poll ``probe`` until it returns something truthy and return that; ``TimeoutError`` names ``what``
-    and the last value or error seen, so a failing test says what it was waiting for."""
-    deadline = time.monotonic() + within
-    last: object = None
-    while True:
-        try:
-            value = await probe()
-            if value:
-                return value
-            last = value
-        except ApiError as err:
-            last = err
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {within}s waiting for {what}; last: {last!r}")
-        await anyio.sleep(interval)
+    """``testbed.polling.wait_for`` with API errors (a 404 before the object exists) counted as "not yet"."""
+    return await polling.wait_for(probe, within=within, interval=interval, what=what, retry_on=(ApiError,))
 
 
 def load_manifests(path: Path) -> list[Obj]:

@@ -1,7 +1,7 @@
 """A stand-in for kube-dc's project and LoadBalancer service handling, enough for the reconciler's tests.
 
 kube-dc's own controllers need OVN/Kube-OVN and cannot run here. What the reconciler depends on is small
-(see ../shared/notes/kube-dc.md): Projects with ``spec.egressNetworkType`` whose workloads live in
+(see docs/kube-dc.md): Projects with ``spec.egressNetworkType`` whose workloads live in
 ``status.namespace``, and a service controller that writes the project's EIP address into
 ``status.loadBalancer.ingress[0].ip`` of LoadBalancer Services that ask to bind to an EIP, refusing a
 second Service on the same EIP and port. Addresses come from a test-given map project namespace ->

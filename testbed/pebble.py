@@ -17,22 +17,18 @@ Certificates Pebble issues chain to a root generated at each start: ``roots_pem(
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import ssl
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, ClassVar, Final
 
 import httpx
 from acme import challenges, client, crypto_util, messages
@@ -42,117 +38,50 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
-from testbed.controlplane import OWNER_FILE, Process, free_loopback_ports
-from testbed.gateway import FullstackBinaries, FullstackError, find_fullstack_binaries, wait_until
+from testbed.binaries import FullstackBinaries, find_fullstack_binaries
+from testbed.errors import ComponentError, FullstackError
+from testbed.ports import free_loopback_ports, free_udp_and_tcp_port
+from testbed.process import Component, Process
 
-DATA_DIR_PREFIX: Final = "testbed-pebble-"
 DEFAULT_PEBBLE_ENV: Final = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
 
 
-def _free_udp_and_tcp_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (the DNS server listens on both)."""
-    for _ in range(50):
-        port = free_loopback_ports(1)[0]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise FullstackError("no port free for both TCP and UDP on 127.0.0.1")
-
-
-def _wait_tcp(proc: Process, port: int, timeout: float) -> float:
-    def listening() -> bool:
-        if not proc.alive():
-            raise FullstackError(f"{proc.name} exited:\n{proc.log_tail()}")
+def _listening(port: int) -> Callable[[], bool]:
+    def check() -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
 
-    return wait_until(f"{proc.name} on port {port}", listening, timeout)
+    return check
 
 
-class _Component:
-    """Shared lifecycle: a temp dir, one process in its own session, atexit safety net."""
+@dataclass(eq=False)
+class _FullstackComponent(Component):
+    """One full-stack binary in its own temp dir, with a minimal environment."""
 
-    name = "component"
+    error: ClassVar[type[ComponentError]] = FullstackError
 
-    def __init__(self, binaries: FullstackBinaries | None, keep_data_dir: bool | None) -> None:
-        self.binaries = binaries
-        self.keep_data_dir = os.environ.get("TESTBED_KEEP_DATA") == "1" if keep_data_dir is None else keep_data_dir
-        self.process: Process | None = None
-        self.data_dir = Path()
-        self._stopped = True
+    binaries: FullstackBinaries | None = field(default=None, kw_only=True)
+    ready_timeout: float = field(default=30.0, kw_only=True)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Start the process; stops what it started on failure."""
+    def _binaries(self) -> FullstackBinaries:
         if self.binaries is None:
             self.binaries = find_fullstack_binaries()
-        self.data_dir = Path(tempfile.mkdtemp(prefix=f"{DATA_DIR_PREFIX}{self.name}-"))
-        (self.data_dir / OWNER_FILE).write_text(str(os.getpid()))  # for ControlPlane's stale-dir sweeper
-        self._stopped = False
-        atexit.register(self.stop)
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self) -> None:
-        raise NotImplementedError
+        return self.binaries
 
     def _spawn(self, argv: list[str], env: Mapping[str, str] | None = None) -> Process:
-        self.process = Process(self.name, argv, self.data_dir / f"{self.name}.log")
         base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TZ")}
-        self.process.start(env={**base, "HOME": str(self.data_dir), **(env or {})})
-        return self.process
-
-    def stop(self) -> None:
-        """Stop the process group and remove the temp dir unless kept."""
-        if self._stopped:
-            return
-        self._stopped = True
-        atexit.unregister(self.stop)
-        if self.process is not None:
-            with contextlib.suppress(Exception):
-                self.process.stop()
-        if self.keep_data_dir:
-            sys.stderr.write(f"testbed: kept {self.name} data dir {self.data_dir}\n")
-        else:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = 60) -> str:
-        """The end of the component's log."""
-        return self.process.log_tail(lines) if self.process else "(not started)"
+        return self.spawn(self.name, argv, {**base, "HOME": str(self.data_dir), **(env or {})})
 
 
-class ChallTestSrv(_Component):
+@dataclass(eq=False)
+class ChallTestSrv(_FullstackComponent):
     """pebble-challtestsrv as a DNS server only: every A query gets ``default_ipv4``, no AAAA answers."""
 
-    name = "challtestsrv"
+    name: ClassVar[str] = "challtestsrv"
 
-    def __init__(
-        self,
-        default_ipv4: str,
-        *,
-        binaries: FullstackBinaries | None = None,
-        keep_data_dir: bool | None = None,
-        ready_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(binaries, keep_data_dir)
-        self.default_ipv4 = default_ipv4
-        self.ready_timeout = ready_timeout
-        self.dns_port = 0
-        self.management_port = 0
+    default_ipv4: str
+    dns_port: int = field(init=False, default=0)
+    management_port: int = field(init=False, default=0)
 
     @property
     def dns_address(self) -> str:
@@ -160,12 +89,11 @@ class ChallTestSrv(_Component):
         return f"127.0.0.1:{self.dns_port}"
 
     def _start(self) -> None:
-        assert self.binaries is not None
-        self.dns_port = _free_udp_and_tcp_port()
+        self.dns_port = free_udp_and_tcp_port()
         self.management_port = free_loopback_ports(1)[0]
         proc = self._spawn(
             [
-                str(self.binaries.challtestsrv),
+                str(self._binaries().challtestsrv),
                 "-dnsserver",
                 self.dns_address,
                 "-management",
@@ -185,7 +113,8 @@ class ChallTestSrv(_Component):
                 "",
             ]
         )
-        _wait_tcp(proc, self.management_port, self.ready_timeout)
+        listening = _listening(self.management_port)
+        self.wait_ready(proc, f"challtestsrv on port {self.management_port}", listening, self.ready_timeout)
 
     def _manage(self, path: str, body: Mapping[str, Any]) -> None:
         resp = httpx.post(
@@ -218,29 +147,23 @@ class PebbleConfig:
     validity_seconds: int = 7776000
 
 
-class Pebble(_Component):
-    """Pebble on 127.0.0.1 (ACME directory at ``directory_url``), resolving names through ``dns_server``."""
+@dataclass(eq=False)
+class Pebble(_FullstackComponent):
+    """Pebble on 127.0.0.1 (ACME directory at ``directory_url``), resolving names through ``dns_server``;
+    ``env`` adds to (or overrides) ``DEFAULT_PEBBLE_ENV``."""
 
-    name = "pebble"
+    name: ClassVar[str] = "pebble"
 
-    def __init__(
-        self,
-        dns_server: str,
-        http_port: int,
-        *,
-        binaries: FullstackBinaries | None = None,
-        keep_data_dir: bool | None = None,
-        ready_timeout: float = 30.0,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(binaries, keep_data_dir)
-        self.dns_server = dns_server
-        self.config = PebbleConfig(http_port=http_port)
-        if env is not None:
-            self.config.env.update(env)
-        self.ready_timeout = ready_timeout
-        self.port = 0
-        self.management_port = 0
+    dns_server: str
+    http_port: int
+    env: Mapping[str, str] | None = field(default=None, kw_only=True)
+    config: PebbleConfig = field(init=False)
+    port: int = field(init=False, default=0)
+    management_port: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.config = PebbleConfig(http_port=self.http_port)
+        self.config.env.update(self.env or {})
 
     @property
     def directory_url(self) -> str:
@@ -277,19 +200,19 @@ class Pebble(_Component):
         }
 
     def _start(self) -> None:
-        assert self.binaries is not None
+        binaries = self._binaries()
         self.port, self.management_port = free_loopback_ports(2)
         config = self.data_dir / "pebble-config.json"
         config.write_text(json.dumps(self.config_json(), indent=2))
         proc = self._spawn(
-            [str(self.binaries.pebble), "-config", str(config), "-dnsserver", self.dns_server], env=self.config.env
+            [str(binaries.pebble), "-config", str(config), "-dnsserver", self.dns_server], env=self.config.env
         )
-        _wait_tcp(proc, self.port, self.ready_timeout)
+        self.wait_ready(proc, f"pebble on port {self.port}", _listening(self.port), self.ready_timeout)
 
         def directory_served() -> bool:
             return httpx.get(self.directory_url, verify=self.ssl_context(), timeout=2, trust_env=False).is_success
 
-        wait_until("Pebble's ACME directory", directory_served, self.ready_timeout)
+        self.wait_ready(proc, "Pebble's ACME directory", directory_served, self.ready_timeout)
 
     def roots_pem(self) -> str:
         """The root of the chains Pebble issues (regenerated at every start)."""

@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from testbed.certmanager import LABEL_SOLVER
 from testbed.gatewaycheck import ingress_ip
+from testbed.httpservers import LoopbackServer, SeenRequest
 from testbed.kube import PODS, SERVICES, Kube, Obj
+from testbed.solverobjects import LABEL_SOLVER
 
 CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
 RETRY_SECONDS: Final = 0.5  # after a failed bind (the address:port still held by a server being stopped)
@@ -106,58 +105,35 @@ def _host_without_port(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-class _Server:
-    """One acmesolver on one address:port, in its own thread."""
+class _Server(LoopbackServer):
+    """One acmesolver on one address:port, serving in its own thread from construction on."""
 
     def __init__(self, want: _Want, hits: list[Hit]) -> None:
         self.want = want
-        answer = want.answer
+        self.hits = hits
+        super().__init__(want.address, want.port, self._respond, name=f"solver-{want.service}")
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                host = _host_without_port(self.headers.get("Host", ""))
-                path = self.path.split("?", 1)[0]
-                ok = host == answer.domain and path == CHALLENGE_PREFIX + answer.token
-                body = answer.key.encode() if ok else b"not found\n"
-                status = 200 if ok else 404
-                hits.append(
-                    Hit(
-                        time.monotonic(),
-                        want.namespace,
-                        want.service,
-                        want.address,
-                        want.port,
-                        self.command,
-                        host,
-                        self.path,
-                        status,
-                        {k.lower(): v for k, v in self.headers.items()},
-                    )
-                )
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            do_HEAD = do_GET
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._httpd = ThreadingHTTPServer((want.address, want.port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name=f"solver-{want.service}", daemon=True
+    def _respond(self, request: SeenRequest) -> tuple[int, bytes]:
+        want, answer = self.want, self.want.answer
+        host = _host_without_port(request.headers.get("host", ""))
+        ok = host == answer.domain and request.path.split("?", 1)[0] == CHALLENGE_PREFIX + answer.token
+        status = 200 if ok else 404
+        self.hits.append(
+            Hit(
+                time.monotonic(),
+                want.namespace,
+                want.service,
+                want.address,
+                want.port,
+                request.method,
+                host,
+                request.path,
+                status,
+                request.headers,
+            )
         )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and release the address:port (blocks for up to one poll interval)."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+        return status, answer.key.encode() if ok else b"not found\n"
 
 
 class SolverServers:

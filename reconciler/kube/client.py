@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,10 +32,10 @@ from reconciler import __version__
 from reconciler.kube.ratelimit import TokenBucket
 from reconciler.kube.resources import Resource
 from reconciler.metrics import Metrics
+from reconciler.model import JSON
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = f"acme-gateway-reconciler/{__version__}"
 REQUEST_TIMEOUT = 30.0
@@ -96,30 +97,26 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Client-side request rate (token bucket) and how long one request is retried."""
+
+    qps: float = 20.0
+    burst: int = 40
+    retry_attempts: int = 5
+    retry_deadline: float = 60.0
+
+
 class KubeClient:
-    def __init__(
-        self,
-        api: Any,
-        metrics: Metrics,
-        qps: float = 20.0,
-        burst: int = 40,
-        retry_attempts: int = 5,
-        retry_deadline: float = 60.0,
-    ) -> None:
+    def __init__(self, api: Any, metrics: Metrics, limits: Limits | None = None) -> None:
         self._api = api
         self._metrics = metrics
-        self._bucket = TokenBucket(qps, burst)
-        self._retry_attempts = retry_attempts
-        self._retry_deadline = retry_deadline
+        self._limits = limits = limits or Limits()
+        self._bucket = TokenBucket(limits.qps, limits.burst)
 
     @classmethod
     async def connect(
-        cls,
-        metrics: Metrics,
-        kubeconfig: str | None = None,
-        context: str | None = None,
-        qps: float = 20.0,
-        burst: int = 40,
+        cls, metrics: Metrics, kubeconfig: str | None = None, context: str | None = None, limits: Limits | None = None
     ) -> KubeClient:
         """From `kubeconfig` (or $KUBECONFIG / ~/.kube/config), else in-cluster config."""
         configuration = k8s_client.Configuration()
@@ -132,7 +129,7 @@ class KubeClient:
             )
         api = k8s_client.ApiClient(configuration)
         api.user_agent = USER_AGENT
-        return cls(api, metrics, qps=qps, burst=burst)
+        return cls(api, metrics, limits)
 
     @property
     def host(self) -> str:
@@ -221,7 +218,7 @@ class KubeClient:
         if label_selector:
             query.append(("labelSelector", label_selector))
         timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=timeout_seconds + 30)
-        resp = await self._send("watch", "GET", resource.path(namespace), query=query, timeout=timeout)
+        resp = await self._send(_Request("watch", "GET", resource.path(namespace), query), timeout)
         try:
             if resp.status != 200:
                 raise await _api_error(resp)
@@ -249,23 +246,16 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
     ) -> JSON:
+        request = _Request(verb, method, path, query or [], body, content_type)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
             wait=_retry_wait,
-            stop=stop_after_attempt(self._retry_attempts) | stop_after_delay(self._retry_deadline),
+            stop=stop_after_attempt(self._limits.retry_attempts) | stop_after_delay(self._limits.retry_deadline),
             reraise=True,
         ):
             with attempt:
                 started = time.monotonic()
-                resp = await self._send(
-                    verb,
-                    method,
-                    path,
-                    query=query,
-                    body=body,
-                    content_type=content_type,
-                    timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-                )
+                resp = await self._send(request, aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
                 try:
                     if not 200 <= resp.status < 300:
                         raise await _api_error(resp)
@@ -276,37 +266,38 @@ class KubeClient:
                 return data
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(
-        self,
-        verb: str,
-        method: str,
-        path: str,
-        query: list[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: aiohttp.ClientTimeout | None = None,
-    ) -> aiohttp.ClientResponse:
+    async def _send(self, request: _Request, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         delay = self._bucket.reserve()
         if delay > 0:
             self._metrics.api_throttle.observe(delay)
             await anyio.sleep(delay)
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": "application/json", "Content-Type": request.content_type}
         try:
             resp: aiohttp.ClientResponse = await self._api.call_api(
-                path,
-                method,
-                query_params=query or [],
+                request.path,
+                request.method,
+                query_params=request.query,
                 header_params=headers,
-                body=body,
+                body=request.body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
                 _request_timeout=timeout,
             )
         except (TimeoutError, aiohttp.ClientError, OSError):
-            self._metrics.api_requests.labels(verb, "error").inc()
+            self._metrics.api_requests.labels(request.verb, "error").inc()
             raise
-        self._metrics.api_requests.labels(verb, str(resp.status)).inc()
+        self._metrics.api_requests.labels(request.verb, str(resp.status)).inc()
         return resp
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    verb: str  # the metric label: list, get, watch, create, patch, update, delete
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    body: Any = None
+    content_type: str = "application/json"
 
 
 async def _api_error(resp: aiohttp.ClientResponse) -> ApiError:

@@ -5,8 +5,8 @@
 - 410 Gone (at open or as an ERROR event) means our resourceVersion is too old: relist and replace.
 - Any other failure re-opens after jittered exponential backoff; nothing else is lost because the
   next list or watch resumes from the last resourceVersion.
-- Each watch line is decoded with `json.loads` and projected into a trimmed view once; handlers get
-  (event type, old view, new view, initial) and only enqueue keys.
+- Each watch line is decoded with `json.loads` and projected into a trimmed view once; the handler gets
+  a typed `Change` (old view, new view, initial) and only maps it to keys.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from pydantic import ValidationError
 
 from reconciler.kube.client import ApiError, KubeClient
 from reconciler.kube.resources import Resource
-from reconciler.kube.store import HasMeta, Store
+from reconciler.kube.store import Change, EventType, Store
 from reconciler.metrics import Metrics
+from reconciler.model import HasMeta
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=HasMeta)
-
-ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 
 def _hint(exc: BaseException) -> str | None:
@@ -51,7 +50,7 @@ class Informer(Generic[T]):
         resource: Resource,
         from_raw: Callable[[Mapping[str, Any]], T],
         store: Store[T],
-        handler: Callable[[str, T | None, T | None, bool], None],
+        handler: Callable[[Change[T]], None],
         metrics: Metrics,
         namespace: str | None = None,
         label_selector: str | None = None,
@@ -132,9 +131,9 @@ class Informer(Generic[T]):
         changed, deleted = self.store.replace(items, self.namespace)
         self._count()
         for old, new in changed:
-            self._emit(ADDED if old is None else MODIFIED, old, new, initial)
+            self._emit(Change(EventType.ADDED if old is None else EventType.MODIFIED, old, new, initial))
         for gone in deleted:
-            self._emit(DELETED, gone, None, initial)
+            self._emit(Change(EventType.DELETED, gone, None, initial))
         log.debug("listed", extra={"resource": self.name, "objects": len(items), "resourceVersion": rv})
         return rv
 
@@ -170,14 +169,14 @@ class Informer(Generic[T]):
             self.resource_version = rv
         if view is None:
             return
-        if kind in (ADDED, MODIFIED):
+        if kind in (EventType.ADDED, EventType.MODIFIED):
             if self.store.is_stale(view):
                 return  # older than what a write of ours already put in the cache
             old = self.store.upsert(view)
-            self._emit(ADDED if old is None else MODIFIED, old, view, False)
-        elif kind == DELETED:
+            self._emit(Change(EventType.ADDED if old is None else EventType.MODIFIED, old, view))
+        elif kind == EventType.DELETED:
             old = self.store.delete(view.meta.key)
-            self._emit(DELETED, old or view, None, False)
+            self._emit(Change(EventType.DELETED, old or view, None))
         self._count()
 
     def _project(self, raw: Mapping[str, Any]) -> T | None:
@@ -196,9 +195,9 @@ class Informer(Generic[T]):
             self.metrics.watch_events.labels(self._label, "INVALID").inc()
             return None
 
-    def _emit(self, kind: str, old: T | None, new: T | None, initial: bool) -> None:
+    def _emit(self, change: Change[T]) -> None:
         try:
-            self.handler(kind, old, new, initial)
+            self.handler(change)
         except Exception:  # a handler bug must not stop the watch
             log.exception("event handler failed", extra={"resource": self.name})
 

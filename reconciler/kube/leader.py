@@ -25,10 +25,9 @@ import anyio
 
 from reconciler.kube.client import ApiError
 from reconciler.kube.resources import LEASES
+from reconciler.model import JSON
 
 log = logging.getLogger(__name__)
-
-JSON = dict[str, Any]
 
 
 class LeaseClient(Protocol):

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Resource:
+    """An API resource: its group/version, plural (the REST path) and kind (in object bodies)."""
+
     group: str
     version: str
     plural: str
     kind: str
     namespaced: bool = True
+    """False for cluster-scoped resources: no namespace segment in the path."""
 
     @property
     def api_version(self) -> str:

@@ -8,18 +8,44 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
 
-from reconciler.model import Key, Meta
-
-
-class HasMeta(Protocol):
-    @property
-    def meta(self) -> Meta: ...
-
+from reconciler.model import HasMeta, Key
 
 T = TypeVar("T", bound=HasMeta)
 IndexFunc = Callable[[T], Iterable[str]]
+
+
+class EventType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class Change(Generic[T]):
+    """One change of the cache, as the informer saw it: the trigger functions' input.
+
+    `old` is None for ADDED, `new` is None for DELETED. `initial` marks changes from the first list
+    (objects that existed before this process started)."""
+
+    type: EventType
+    old: T | None
+    new: T | None
+    initial: bool = False
+
+    @property
+    def obj(self) -> T:
+        """The newest version there is (the last one seen, for a deletion)."""
+        obj = self.new if self.new is not None else self.old
+        assert obj is not None, "a change has at least one version"
+        return obj
+
+    def versions(self) -> tuple[T, ...]:
+        """Both versions that exist: a key the old one led to must be looked at again, too."""
+        return tuple(v for v in (self.old, self.new) if v is not None)
 
 
 def by_namespace(obj: HasMeta) -> Iterable[str]:
@@ -48,7 +74,10 @@ def by_uid(obj: HasMeta) -> Iterable[str]:
 class Store(Generic[T]):
     """Objects by (namespace, name), plus named indexes from index value to keys."""
 
-    def __init__(self, indexers: dict[str, IndexFunc[T]] | None = None) -> None:
+    def __init__(
+        self, indexers: dict[str, IndexFunc[T]] | None = None, on_delete: Callable[[T], None] | None = None
+    ) -> None:
+        self._on_delete = on_delete
         self._items: dict[Key, T] = {}
         self._indexers: dict[str, IndexFunc[T]] = dict(indexers or {})
         self._indexes: dict[str, defaultdict[str, set[Key]]] = {n: defaultdict(set) for n in self._indexers}
@@ -88,6 +117,8 @@ class Store(Generic[T]):
         old = self._items.pop(key, None)
         if old is not None:
             self._unindex(key, old)
+            if self._on_delete is not None:
+                self._on_delete(old)
         return old
 
     def replace(self, objs: Iterable[T], namespace: str | None = None) -> tuple[list[tuple[T | None, T]], list[T]]:

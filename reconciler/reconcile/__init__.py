@@ -1,6 +1,6 @@
 """The functional core: views in, intended writes out.
 
-Nothing in this package performs I/O or imports anything that does; the shell
-(`reconciler.controller`) applies the returned intents, conditional on the resourceVersion each one was
-computed from.
+Nothing in this package performs I/O or imports anything that does (a unit test enforces it); the shell
+(`reconciler.controller` and `reconciler.writer`) applies the returned intents, each conditional on the
+resourceVersion it was computed from.
 """

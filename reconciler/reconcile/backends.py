@@ -12,21 +12,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from reconciler.config import BackendMode, Policy
 from reconciler.model import BACKEND_API_VERSION, JSON, Backend, Key, OwnerRef, Service
+from reconciler.names import backend_name
+from reconciler.policy import BackendMode, Policy
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import owned_by_service, refusal, solver_challenge
+from reconciler.reconcile.ownership import owned_by_service, refusal, service_owner_references, solver_challenge
+from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
-
-BACKEND_SUFFIX = "-backend"
-INVALID_ROUTE_PORT = "InvalidRoutePort"
-NON_IP_ADDRESS = "NonIPAddress"
-
-
-def backend_name(service_name: str) -> str:
-    """The name kube-dc's own service controller gives a Service's Backend; routes find it by it."""
-    return service_name + BACKEND_SUFFIX
 
 
 def is_managed(backend: Backend, service_name: str, policy: Policy) -> bool:
@@ -68,37 +61,34 @@ def _same_address(a: str | None, b: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Wanted:
+    """The one endpoint the Backend should have."""
+
     address: str
     port: int
-
-
-@dataclass(frozen=True, slots=True)
-class _NotWanted:
-    why: str
 
 
 @dataclass(frozen=True, slots=True)
 class _Blocked:
     """The Service asks, but nothing may be written now (waiting, or bad input)."""
 
-    skipped: str | None = None
+    skipped: Skip | None = None
     refusal: Refusal | None = None
 
 
-def _asks(svc: Service | None, snapshot: Snapshot, policy: Policy) -> str | None:
-    """None when the Service asks for a Backend, else why it does not (kebab-case)."""
+def _asks(svc: Service | None, snapshot: Snapshot, policy: Policy) -> Skip | None:
+    """None when the Service asks for a Backend, else why it does not."""
     if svc is None:
-        return "service-gone"
+        return Skip.SERVICE_GONE
     if svc.meta.deletion_timestamp is not None:
-        return "service-being-deleted"
+        return Skip.SERVICE_BEING_DELETED
     if svc.type != "LoadBalancer" or svc.meta.annotations.get(policy.create_backend_annotation) != "true":
-        return "backend-not-requested"
+        return Skip.BACKEND_NOT_REQUESTED
     if policy.backend_mode is BackendMode.NONE:
-        return "backend-mode-none"
+        return Skip.BACKEND_MODE_NONE
     if policy.backend_mode is BackendMode.ACME:
         owner = solver_challenge(svc.meta, snapshot, policy, Kind.SERVICE)
         if owner is None or isinstance(owner, Refusal):
-            return "not-a-solver"  # a look-alike's refusal is reported by the Service reconciler
+            return Skip.NOT_A_SOLVER  # a look-alike's refusal is reported by the Service reconciler
     return None
 
 
@@ -109,17 +99,17 @@ def _wanted(svc: Service, policy: Policy) -> _Wanted | _Blocked:
         port = parse_route_port(raw_port)
         if port is None:
             msg = f"annotation {policy.route_port_annotation}={raw_port!r} is not a port number 1..65535"
-            return _Blocked(refusal=refusal(Kind.SERVICE, meta, INVALID_ROUTE_PORT, msg))
+            return _Blocked(refusal=refusal(Kind.SERVICE, meta, Refused.INVALID_ROUTE_PORT, msg))
     elif svc.ports:
         port = svc.ports[0].port
     else:
-        return _Blocked(skipped="no-service-port")
+        return _Blocked(skipped=Skip.NO_SERVICE_PORT)
     if not svc.ingress:
-        return _Blocked(skipped="waiting-for-address")
+        return _Blocked(skipped=Skip.WAITING_FOR_ADDRESS)
     address = endpoint_address(svc.ingress[0])
     if address is None:
         msg = f"load-balancer address {svc.ingress[0]!r} is not an IP address; a Backend needs one"
-        return _Blocked(refusal=refusal(Kind.SERVICE, meta, NON_IP_ADDRESS, msg))
+        return _Blocked(refusal=refusal(Kind.SERVICE, meta, Refused.NON_IP_ADDRESS, msg))
     return _Wanted(address, port)
 
 
@@ -130,26 +120,13 @@ def _network_block(svc: Service | None, namespace: str, snapshot: Snapshot, poli
         return _Blocked(skipped=net.skip)
     if isinstance(net, InvalidNetwork):
         if svc is None:
-            return _Blocked(skipped="invalid-network")
+            return _Blocked(skipped=Skip.INVALID_NETWORK)
         return _Blocked(refusal=refusal(Kind.SERVICE, svc.meta, net.reason, net.message))
-    return None if net.cloud else _Blocked(skipped="public-network")
+    return None if net.cloud else _Blocked(skipped=Skip.PUBLIC_NETWORK)
 
 
 def _blocked(block: _Blocked) -> Decision:
     return Decision(refusals=(block.refusal,) if block.refusal else (), skipped=block.skipped)
-
-
-def _owner_refs(svc: Service) -> list[JSON]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "name": svc.meta.name,
-            "uid": svc.meta.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
 
 
 def _endpoints(want: _Wanted) -> list[JSON]:
@@ -170,9 +147,9 @@ def reconcile_backend(service_key: Key, snapshot: Snapshot, policy: Policy) -> D
     backend = snapshot.backend(namespace, name)
     if backend is not None:
         if backend.meta.deletion_timestamp is not None:
-            return Decision(skipped="backend-being-deleted")
+            return Decision(skipped=Skip.BACKEND_BEING_DELETED)
         if not is_managed(backend, service_name, policy):
-            return Decision(skipped="backend-not-managed")
+            return Decision(skipped=Skip.BACKEND_NOT_MANAGED)
 
     why_not = _asks(svc, snapshot, policy)
     if why_not is not None:
@@ -207,22 +184,24 @@ def reconcile_backend(service_key: Key, snapshot: Snapshot, policy: Policy) -> D
                 "name": name,
                 "namespace": namespace,
                 "labels": {policy.managed_by_label: policy.managed_by_value},
-                "ownerReferences": _owner_refs(svc),
+                "ownerReferences": service_owner_references(svc.meta),
             },
             "spec": {"endpoints": _endpoints(want)},
         }
         reason = f"Service {service_name} asks for a Backend at {want.address}:{want.port}"
         return Decision(writes=(Create(Kind.BACKEND, namespace, body, reason),))
 
-    metadata: JSON = {"resourceVersion": backend.meta.resource_version}
-    body = {"metadata": metadata}
+    metadata: JSON = {}
+    changes: JSON = {}
     wanted_owner = OwnerRef(api_version="v1", kind="Service", name=svc.meta.name, uid=svc.meta.uid, controller=True)
     if backend.meta.owner_refs != (wanted_owner,):
-        metadata["ownerReferences"] = _owner_refs(svc)
+        metadata["ownerReferences"] = service_owner_references(svc.meta)
+    if metadata:
+        changes["metadata"] = metadata
     if not _endpoints_match(backend, want):
-        body["spec"] = {"endpoints": _endpoints(want)}
-    if len(metadata) == 1 and "spec" not in body:
+        changes["spec"] = {"endpoints": _endpoints(want)}
+    if not changes:
         return Decision()
     reason = f"Backend of Service {service_name} is out of date"
-    patch = Patch(Kind.BACKEND, namespace, name, backend.meta.resource_version, body, reason)
+    patch = Patch(Kind.BACKEND, namespace, name, backend.meta.resource_version, changes, reason)
     return Decision(writes=(patch,))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-JSON = dict[str, Any]
+from reconciler.model import JSON
+from reconciler.reconcile.reasons import Refused, Skip
 
 
 class Kind(StrEnum):
@@ -17,15 +17,21 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Patch:
-    """A JSON merge patch (RFC 7386). `resource_version` is also put into the body's metadata, so the
-    API server rejects it with 409 when the object changed after the decision was made."""
+    """A JSON merge patch (RFC 7386) of `changes`, conditional on `resource_version`: the API server
+    rejects it with 409 when the object changed after the decision was made."""
 
     kind: Kind
     namespace: str
     name: str
     resource_version: str
-    body: JSON
+    changes: JSON
     reason: str
+
+    @property
+    def body(self) -> JSON:
+        """The request body: `changes` with the resourceVersion precondition (the one place it is set)."""
+        metadata = {**self.changes.get("metadata", {}), "resourceVersion": self.resource_version}
+        return {**self.changes, "metadata": metadata}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,7 @@ class Refusal:
     namespace: str
     name: str
     uid: str
-    reason: str  # CamelCase, used as the Event reason and the metric label
+    reason: Refused
     message: str
 
 
@@ -72,7 +78,8 @@ class Refusal:
 class Decision:
     writes: tuple[Write, ...] = ()
     refusals: tuple[Refusal, ...] = ()
-    skipped: str | None = None
+    skipped: Skip | None = None
     """Why nothing was done when that is expected (public project, not a solver...): a debug log line."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Facts for the shell's metrics (e.g. `routed: True`); never needed for correctness."""
+    routed: str | None = None
+    """uid of cert-manager's solver route whose challenge path reaches the Backend once `writes` are
+    applied (for the wiring-latency and re-patch metrics; never needed for correctness)."""

@@ -12,16 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.config import Policy
+from reconciler.policy import Policy
+from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
 
 NetworkName = Literal["cloud", "public"]
 _NETWORKS: dict[str, NetworkName] = {"cloud": "cloud", "public": "public"}
-
-INVALID_NETWORK_TYPE = "InvalidNetworkType"
-CONFLICTING_PROJECTS = "ConflictingProjects"
-UNKNOWN_PROJECT = "unknown-project"
-UNKNOWN_PROJECT_NETWORK = "unknown-project-network"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +34,14 @@ class Network:
 class UnknownNetwork:
     """Expected and not the tenant's doing (no Project yet, a Project without a usable type)."""
 
-    skip: str  # kebab-case, for Decision.skipped
+    skip: Skip
 
 
 @dataclass(frozen=True, slots=True)
 class InvalidNetwork:
     """Input the reconciler refuses to guess from."""
 
-    reason: str  # CamelCase, for a Refusal
+    reason: Refused
     message: str
 
 
@@ -56,22 +52,22 @@ def network_type(annotations: Mapping[str, str], namespace: str, snapshot: Snaps
     """The network of a Service with these annotations in `namespace`."""
     projects = snapshot.projects_for(namespace)
     if not projects:
-        return UnknownNetwork(UNKNOWN_PROJECT)
+        return UnknownNetwork(Skip.UNKNOWN_PROJECT)
     override = annotations.get(policy.network_type_annotation, "")
     if override:
         name = _NETWORKS.get(override)
         if name is None:
             return InvalidNetwork(
-                INVALID_NETWORK_TYPE,
+                Refused.INVALID_NETWORK_TYPE,
                 f"annotation {policy.network_type_annotation}={override!r}; expected cloud or public",
             )
         return Network(name, "annotation")
     types = {p.network_type for p in projects}
     if len(types) > 1:
         names = ", ".join(f"{p.meta.namespace}/{p.meta.name}={p.network_type}" for p in projects)
-        return InvalidNetwork(CONFLICTING_PROJECTS, f"projects for namespace {namespace} disagree: {names}")
+        return InvalidNetwork(Refused.CONFLICTING_PROJECTS, f"projects for namespace {namespace} disagree: {names}")
     (project_type,) = types
     name = _NETWORKS.get(project_type or "")
     if name is None:
-        return UnknownNetwork(UNKNOWN_PROJECT_NETWORK)
+        return UnknownNetwork(Skip.UNKNOWN_PROJECT_NETWORK)
     return Network(name, "project")

@@ -9,15 +9,15 @@ token (cert-manager derives them with adler32; a copied owner reference on anoth
 from __future__ import annotations
 
 import zlib
+from typing import TypeVar
 
-from reconciler.config import Policy
-from reconciler.model import CHALLENGE_GROUP, Challenge, Meta
+from reconciler.model import CHALLENGE_GROUP, JSON, Challenge, HasMeta, Meta
+from reconciler.policy import Policy
 from reconciler.reconcile.intents import Decision, Kind, Refusal
+from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
 
-NO_CHALLENGE_OWNER = "NoChallengeOwner"
-CHALLENGE_NOT_FOUND = "ChallengeNotFound"
-CHALLENGE_LABEL_MISMATCH = "ChallengeLabelMismatch"
+T = TypeVar("T", bound=HasMeta)
 
 
 def owned_by_service(meta: Meta, service_name: str, policy: Policy) -> bool:
@@ -33,7 +33,22 @@ def owned_by_service(meta: Meta, service_name: str, policy: Policy) -> bool:
     )
 
 
-def refusal(kind: Kind, meta: Meta, reason: str, message: str) -> Refusal:
+def service_owner_references(service: Meta) -> list[JSON]:
+    """The owner references of an object we derive from a Service: controlled by it, so the garbage
+    collector removes it with the Service even while this controller is down."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": service.name,
+            "uid": service.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def refusal(kind: Kind, meta: Meta, reason: Refused, message: str) -> Refusal:
     """A Refusal about the object `meta` describes."""
     return Refusal(kind, meta.namespace, meta.name, meta.uid, reason, message)
 
@@ -60,7 +75,9 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
     ref = meta.controller_ref()
     if ref is None or ref.kind != "Challenge" or ref.group != CHALLENGE_GROUP:
         found = "no controller" if ref is None else f"controller {ref.kind} ({ref.api_version})"
-        return refusal(kind, meta, NO_CHALLENGE_OWNER, f"carries ACME solver labels but has {found}, not a Challenge")
+        return refusal(
+            kind, meta, Refused.NO_CHALLENGE_OWNER, f"carries ACME solver labels but has {found}, not a Challenge"
+        )
     challenge = snapshot.challenge_by_uid(ref.uid)
     if challenge is None and snapshot.challenge_was_deleted(ref.uid):
         return None  # a finished solver's leftover, about to be garbage-collected: nothing to do or report
@@ -68,7 +85,7 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
         return refusal(
             kind,
             meta,
-            CHALLENGE_NOT_FOUND,
+            Refused.CHALLENGE_NOT_FOUND,
             f"no Challenge {ref.name} with uid {ref.uid} in namespace {meta.namespace}",
         )
     expected = {
@@ -80,20 +97,23 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
         return refusal(
             kind,
             meta,
-            CHALLENGE_LABEL_MISMATCH,
+            Refused.CHALLENGE_LABEL_MISMATCH,
             f"labels {', '.join(wrong)} do not match Challenge {challenge.meta.name}",
         )
     return challenge
 
 
-def owning_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind) -> Challenge | Decision:
-    """The Challenge a solver object acts for, or the Decision to return at once: the object is being
-    deleted, is no solver at all, or claims to be one without holding up (a refusal)."""
+def solver_object(obj: T | None, snapshot: Snapshot, policy: Policy, kind: Kind) -> tuple[T, Challenge] | Decision:
+    """A solver object with the Challenge it acts for, or the Decision to return at once: the object is
+    gone or being deleted, is no solver at all, or claims to be one without holding up (a refusal)."""
+    if obj is None:
+        return Decision()
+    meta = obj.meta
     if meta.deletion_timestamp is not None:
-        return Decision(skipped="being-deleted")
+        return Decision(skipped=Skip.BEING_DELETED)
     owner = solver_challenge(meta, snapshot, policy, kind)
     if owner is None:
-        return Decision(skipped="not-a-solver")
+        return Decision(skipped=Skip.NOT_A_SOLVER)
     if isinstance(owner, Refusal):
         return Decision(refusals=(owner,))
-    return owner
+    return obj, owner

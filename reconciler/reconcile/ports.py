@@ -11,8 +11,8 @@ cache, so concurrent workers never pick the same port.
 
 from __future__ import annotations
 
-from reconciler.config import Policy
 from reconciler.model import Challenge, Service
+from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind
 from reconciler.reconcile.ownership import solver_challenge
 from reconciler.reconcile.snapshot import Snapshot

@@ -9,21 +9,19 @@ the notes); a restore is just another update of the route, and is rewritten agai
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from reconciler.config import Policy, RouteMode
 from reconciler.model import BACKEND_GROUP, JSON, Backend, BackendRef, Challenge, HTTPRoute, Key
-from reconciler.reconcile.backends import BACKEND_SUFFIX, backend_name
-from reconciler.reconcile.intents import Decision, Kind, Patch, Refusal
+from reconciler.names import backend_name
+from reconciler.policy import Policy, RouteMode
+from reconciler.reconcile.intents import Decision, Kind, Patch
 from reconciler.reconcile.network import InvalidNetwork, Network, NetworkResult, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import owning_challenge, refusal, solver_challenge
+from reconciler.reconcile.ownership import solver_challenge, solver_object
+from reconciler.reconcile.reasons import Skip
 from reconciler.reconcile.snapshot import Snapshot
-
-CROSS_NAMESPACE_BACKEND_REF = "CrossNamespaceBackendRef"
-HOSTNAME_MISMATCH = "HostnameMismatch"
+from reconciler.reconcile.solver_routes import is_service_ref, solver_service_name, validate_route
 
 
 class _RefState(Enum):
@@ -33,26 +31,11 @@ class _RefState(Enum):
     ROUTED = "routed"
 
 
-def _is_service_ref(ref: BackendRef) -> bool:
-    return ref.group == "" and ref.kind == "Service"
-
-
-def _solver_service_name(ref: BackendRef, namespace: str) -> str | None:
-    """The Service a same-namespace reference stands for: itself, or the Service behind `<svc>-backend`."""
-    if ref.namespace not in (None, namespace):
-        return None
-    if _is_service_ref(ref):
-        return ref.name
-    if ref.group == BACKEND_GROUP and ref.kind == "Backend" and ref.name.endswith(BACKEND_SUFFIX):
-        return ref.name[: -len(BACKEND_SUFFIX)]
-    return None
-
-
-def _not_cloud_skip(net: NetworkResult) -> str:
+def _not_cloud_skip(net: NetworkResult) -> Skip:
     """Why a solver gets no Backend route; bad network input is refused by the Service reconciler."""
     if isinstance(net, UnknownNetwork):
         return net.skip
-    return "invalid-network" if isinstance(net, InvalidNetwork) else "public-network"
+    return Skip.INVALID_NETWORK if isinstance(net, InvalidNetwork) else Skip.PUBLIC_NETWORK
 
 
 def _backend_port(backend: Backend, ref: BackendRef) -> int | None:
@@ -72,7 +55,7 @@ class _Rewriter:
     policy: Policy
     changed: bool = False
     states: list[_RefState] = field(default_factory=list)
-    skips: list[str] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
 
     def rules(self) -> list[JSON]:
         out: list[JSON] = []
@@ -85,7 +68,7 @@ class _Rewriter:
         """The reference as it should be."""
         namespace, snapshot, policy = self.route.meta.namespace, self.snapshot, self.policy
         ref = BackendRef.from_raw(raw)
-        service_name = _solver_service_name(ref, namespace)
+        service_name = solver_service_name(ref, namespace)
         svc = snapshot.service(namespace, service_name) if service_name else None
         if svc is None or svc.meta.deletion_timestamp is not None:
             return self._keep(raw, _RefState.OTHER)
@@ -99,9 +82,9 @@ class _Rewriter:
         name = backend_name(svc.meta.name)
         backend = snapshot.backend(namespace, name)
         if backend is None or backend.meta.deletion_timestamp is not None:
-            return self._keep(raw, _RefState.WAITING, _RefState.WAITING.value)
+            return self._keep(raw, _RefState.WAITING, Skip.WAITING_FOR_BACKEND)
         port = _backend_port(backend, ref)
-        if not _is_service_ref(ref) and ref.name == name and ref.port == port:
+        if not is_service_ref(ref) and ref.name == name and ref.port == port:
             return self._keep(raw, _RefState.ROUTED)
         new: dict[str, Any] = {"group": BACKEND_GROUP, "kind": "Backend", "name": name}
         if port is not None:
@@ -113,70 +96,35 @@ class _Rewriter:
         self.states.append(_RefState.ROUTED)
         return new
 
-    def _keep(self, raw: dict[str, Any], state: _RefState, skip: str | None = None) -> dict[str, Any]:
+    def _keep(self, raw: dict[str, Any], state: _RefState, skip: Skip | None = None) -> dict[str, Any]:
         self.states.append(state)
         if skip:
             self.skips.append(skip)
         return raw
 
 
-def solver_service_names(route: HTTPRoute) -> set[str]:
-    """Services in the route's own namespace its backendRefs stand for (directly or via `<svc>-backend`)."""
-    names = (_solver_service_name(ref, route.meta.namespace) for ref in route.backend_refs())
-    return {n for n in names if n}
-
-
-def validate_route(route: HTTPRoute, challenge: Challenge) -> Refusal | None:
-    """What a solver route may ask of us, whoever wrote it: backendRefs only in its own namespace, and
-    exactly the Challenge's hostname (cert-manager omits hostnames when the name is an IP address)."""
-    meta = route.meta
-    foreign = sorted(
-        {f"{ref.namespace}/{ref.name}" for ref in route.backend_refs() if ref.namespace not in (None, meta.namespace)}
-    )
-    if foreign:
-        msg = f"backendRefs to other namespaces: {', '.join(foreign)}"
-        return refusal(Kind.HTTPROUTE, meta, CROSS_NAMESPACE_BACKEND_REF, msg)
-    expected = () if _is_ip(challenge.dns_name) else (challenge.dns_name,)
-    if tuple(route.hostnames) != expected:
-        msg = f"hostnames {list(route.hostnames)} differ from Challenge {challenge.meta.name}'s {list(expected)}"
-        return refusal(Kind.HTTPROUTE, meta, HOSTNAME_MISMATCH, msg)
-    return None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
-    route = snapshot.route(*key)
-    if route is None:
-        return Decision()
-    meta = route.meta
-    challenge = owning_challenge(meta, snapshot, policy, Kind.HTTPROUTE)
-    if isinstance(challenge, Decision):
-        return challenge
+    found = solver_object(snapshot.route(*key), snapshot, policy, Kind.HTTPROUTE)
+    if isinstance(found, Decision):
+        return found
+    route, challenge = found
     problem = validate_route(route, challenge)
     if problem is not None:
         return Decision(refusals=(problem,))
+    meta = route.meta
     if policy.route_mode is not RouteMode.PATCH:
-        return Decision(skipped=f"route-mode-{policy.route_mode.value}")  # see shadows.py
+        return Decision(skipped=Skip.ROUTE_MODE_SHADOW)  # see shadows.py
     if not snapshot.projects_for(meta.namespace):
-        return Decision(skipped="unknown-project")
+        return Decision(skipped=Skip.UNKNOWN_PROJECT)
 
     rewriter = _Rewriter(route, challenge, snapshot, policy)
     rules = rewriter.rules()
     solver_states = [s for s in rewriter.states if s in (_RefState.ROUTED, _RefState.WAITING)]
-    extra: dict[str, Any] = {}
-    if solver_states and all(s is _RefState.ROUTED for s in solver_states):
-        extra["routed"] = True
+    routed = meta.uid if solver_states and all(s is _RefState.ROUTED for s in solver_states) else None
     if not rewriter.changed:
-        skipped = rewriter.skips[0] if rewriter.skips else (None if solver_states else "no-solver-refs")
-        return Decision(skipped=skipped, extra=extra)
-    body: JSON = {"metadata": {"resourceVersion": meta.resource_version}, "spec": {"rules": rules}}
+        skipped = rewriter.skips[0] if rewriter.skips else (None if solver_states else Skip.NO_SOLVER_REFS)
+        return Decision(skipped=skipped, routed=routed)
+    changes: JSON = {"spec": {"rules": rules}}
     reason = f"solver of Challenge {challenge.meta.name}: backendRefs to the solver's Backend"
-    patch = Patch(Kind.HTTPROUTE, meta.namespace, meta.name, meta.resource_version, body, reason)
-    return Decision(writes=(patch,), extra=extra)
+    patch = Patch(Kind.HTTPROUTE, meta.namespace, meta.name, meta.resource_version, changes, reason)
+    return Decision(writes=(patch,), routed=routed)

@@ -9,43 +9,40 @@ change sticks.
 
 from __future__ import annotations
 
-from reconciler.config import Policy
 from reconciler.model import JSON, Key
+from reconciler.policy import Policy
 from reconciler.reconcile.intents import Decision, Kind, Patch
 from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import owning_challenge, refusal
+from reconciler.reconcile.ownership import refusal, solver_object
 from reconciler.reconcile.ports import LOAD_BALANCER, solver_port
+from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
-
-NO_FREE_PORT = "NoFreePort"
 
 
 def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
-    svc = snapshot.service(*key)
-    if svc is None:
-        return Decision()
+    found = solver_object(snapshot.service(*key), snapshot, policy, Kind.SERVICE)
+    if isinstance(found, Decision):
+        return found
+    svc, owner = found
     meta = svc.meta
-    owner = owning_challenge(meta, snapshot, policy, Kind.SERVICE)
-    if isinstance(owner, Decision):
-        return owner
     net = network_type(meta.annotations, meta.namespace, snapshot, policy)
     if isinstance(net, UnknownNetwork):
         return Decision(skipped=net.skip)
     if isinstance(net, InvalidNetwork):
         return Decision(refusals=(refusal(Kind.SERVICE, meta, net.reason, net.message),))
     if not net.cloud:
-        return Decision(skipped="public-network")
+        return Decision(skipped=Skip.PUBLIC_NETWORK)
 
     port = solver_port(svc, snapshot, policy)
     if port is None:
         low, high = policy.solver_ports
         message = f"every solver port {low}-{high} on EIP {policy.eip_name} is taken in this project"
-        return Decision(refusals=(refusal(Kind.SERVICE, meta, NO_FREE_PORT, message),))
+        return Decision(refusals=(refusal(Kind.SERVICE, meta, Refused.NO_FREE_PORT, message),))
     wanted = {policy.bind_on_eip_annotation: policy.eip_name, policy.create_backend_annotation: "true"}
     annotations = {k: v for k, v in wanted.items() if meta.annotations.get(k) != v}
-    body: JSON = {"metadata": {"resourceVersion": meta.resource_version}}
+    changes: JSON = {}
     if annotations:
-        body["metadata"]["annotations"] = annotations
+        changes["metadata"] = {"annotations": annotations}
     spec: JSON = {}
     if svc.type != LOAD_BALANCER:
         spec["type"] = LOAD_BALANCER
@@ -53,15 +50,15 @@ def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
         # A merge patch replaces the list: send every port, the first moved to its own external port.
         spec["ports"] = [svc.ports[0].raw() | {"port": port}, *(p.raw() for p in svc.ports[1:])]
     if spec:
-        body["spec"] = spec
-    if not annotations and not spec:
+        changes["spec"] = spec
+    if not changes:
         return Decision()
     patch = Patch(
         Kind.SERVICE,
         meta.namespace,
         meta.name,
         meta.resource_version,
-        body,
+        changes,
         reason=f"solver of Challenge {owner.meta.name} in a cloud network: LoadBalancer on {policy.eip_name}:{port}",
     )
     return Decision(writes=(patch,))

@@ -15,38 +15,38 @@ carry those.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from reconciler.config import Policy, RouteMode
 from reconciler.model import BACKEND_GROUP, GATEWAY_GROUP, JSON, Challenge, HTTPRoute, Key, Service
-from reconciler.reconcile.backends import backend_name
+from reconciler.names import backend_name, shadow_name
+from reconciler.policy import Policy, RouteMode
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
 from reconciler.reconcile.network import Network, network_type
-from reconciler.reconcile.ownership import owned_by_service, solver_challenge
-from reconciler.reconcile.routes import solver_service_names, validate_route
+from reconciler.reconcile.ownership import owned_by_service, service_owner_references, solver_challenge
+from reconciler.reconcile.reasons import Skip
 from reconciler.reconcile.snapshot import Snapshot
+from reconciler.reconcile.solver_routes import solver_service_names, validate_route
 
-SHADOW_SUFFIX = "-acme"
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
-
-
-def shadow_name(service_name: str) -> str:
-    return service_name + SHADOW_SUFFIX
 
 
 def is_managed(route: HTTPRoute, service_name: str, policy: Policy) -> bool:
     return owned_by_service(route.meta, service_name, policy)
 
 
-@dataclass(frozen=True, slots=True)
-class _Wanted:
+class _Wanted(NamedTuple):
+    """The companion as it should be, copied from cert-manager's solver `route`."""
+
     body: JSON
     route: HTTPRoute
 
 
 @dataclass(frozen=True, slots=True)
 class _NotWanted:
-    skip: str
+    """No companion should exist (and why), with the refusals found on the way."""
+
+    skip: Skip
     refusals: tuple[Refusal, ...] = ()
 
 
@@ -57,7 +57,7 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
     if (existing is not None and not is_managed(existing, service, policy)) or (
         existing is None and snapshot.route(namespace, name) is not None
     ):
-        return Decision(skipped="shadow-name-taken")  # someone else's route of that name: never touched
+        return Decision(skipped=Skip.SHADOW_NAME_TAKEN)  # someone else's route of that name: never touched
     wanted = _wanted(service_key, snapshot, policy)
     if isinstance(wanted, _NotWanted):
         if existing is None or existing.meta.deletion_timestamp is not None:
@@ -73,16 +73,16 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
         )
         return Decision(writes=(delete,), refusals=wanted.refusals)
 
-    extra = {"routed": True, "route_uid": wanted.route.meta.uid}
+    routed = wanted.route.meta.uid
     body = wanted.body
     if existing is None:
         reason = f"routes the challenge path of Service {service} to its Backend"
-        return Decision(writes=(Create(Kind.HTTPROUTE, namespace, body, reason),), extra=extra)
+        return Decision(writes=(Create(Kind.HTTPROUTE, namespace, body, reason),), routed=routed)
     if existing.meta.deletion_timestamp is not None:
-        return Decision(skipped="being-deleted")
+        return Decision(skipped=Skip.BEING_DELETED)
     patch = _difference(existing, body, policy)
     if patch is None:
-        return Decision(extra=extra)
+        return Decision(routed=routed)
     meta = existing.meta
     write = Patch(
         Kind.HTTPROUTE,
@@ -92,24 +92,24 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
         patch,
         reason=f"companion route of Service {service} out of date",
     )
-    return Decision(writes=(write,), extra=extra)
+    return Decision(writes=(write,), routed=routed)
 
 
 def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _NotWanted:
     if policy.route_mode is not RouteMode.SHADOW:
-        return _NotWanted(f"route-mode-{policy.route_mode.value}")
+        return _NotWanted(Skip.ROUTE_MODE_PATCH)
     svc = snapshot.service(*service_key)
     if svc is None or svc.meta.deletion_timestamp is not None:
-        return _NotWanted("service-gone")
+        return _NotWanted(Skip.SERVICE_GONE)
     challenge = solver_challenge(svc.meta, snapshot, policy, Kind.SERVICE)
     if not isinstance(challenge, Challenge):
-        return _NotWanted("not-a-solver")  # the Service reconciler reports refusals
+        return _NotWanted(Skip.NOT_A_SOLVER)  # the Service reconciler reports refusals
     net = network_type(svc.meta.annotations, svc.meta.namespace, snapshot, policy)
     if not (isinstance(net, Network) and net.cloud):
-        return _NotWanted("not-cloud")
+        return _NotWanted(Skip.NOT_CLOUD)
     backend = snapshot.backend(svc.meta.namespace, backend_name(svc.meta.name))
     if backend is None or backend.meta.deletion_timestamp is not None or not backend.endpoints:
-        return _NotWanted("waiting-for-backend")
+        return _NotWanted(Skip.WAITING_FOR_BACKEND)
     port = backend.endpoints[0].port
 
     refusals: list[Refusal] = []
@@ -125,7 +125,7 @@ def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _
             refusals.append(problem)
             continue
         return _Wanted(_body(svc, challenge, route, backend_name(svc.meta.name), port, policy), route)
-    return _NotWanted("invalid-route" if refusals else "waiting-for-route", tuple(refusals))
+    return _NotWanted(Skip.INVALID_ROUTE if refusals else Skip.WAITING_FOR_ROUTE, tuple(refusals))
 
 
 def _body(svc: Service, challenge: Challenge, route: HTTPRoute, backend: str, port: int | None, policy: Policy) -> JSON:
@@ -150,16 +150,7 @@ def _body(svc: Service, challenge: Challenge, route: HTTPRoute, backend: str, po
             "name": shadow_name(svc.meta.name),
             "namespace": svc.meta.namespace,
             "labels": {policy.managed_by_label: policy.managed_by_value},
-            "ownerReferences": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "name": svc.meta.name,
-                    "uid": svc.meta.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": service_owner_references(svc.meta),
         },
         "spec": spec,
     }
@@ -168,7 +159,7 @@ def _body(svc: Service, challenge: Challenge, route: HTTPRoute, backend: str, po
 def _difference(existing: HTTPRoute, body: JSON, policy: Policy) -> JSON | None:
     """The merge patch that brings `existing` to `body`, or None when nothing differs."""
     spec = body["spec"]
-    patch: JSON = {"metadata": {"resourceVersion": existing.meta.resource_version}}
+    patch: JSON = {}
     changed: JSON = {}
     if [dict(p) for p in existing.parent_refs] != spec["parentRefs"]:
         changed["parentRefs"] = spec["parentRefs"]
@@ -179,9 +170,7 @@ def _difference(existing: HTTPRoute, body: JSON, policy: Policy) -> JSON | None:
     owner = body["metadata"]["ownerReferences"][0]
     ref = existing.meta.controller_ref()
     if ref is None or ref.uid != owner["uid"]:
-        patch["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"]
-    if not changed and "ownerReferences" not in patch["metadata"]:
-        return None
+        patch["metadata"] = {"ownerReferences": body["metadata"]["ownerReferences"]}
     if changed:
         patch["spec"] = changed
-    return patch
+    return patch or None

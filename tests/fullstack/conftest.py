@@ -9,7 +9,8 @@ Session-wide (start-up costs ~15 s): the control plane, Envoy Gateway with Gatew
 kube-dc stand-in and the solver servers (``testbed.solvers``). Per test: projects (each with its own
 127.65.x.y / 127.66.x.y address), an ACME account, reconciler processes (ServiceAccount identity, scoped
 with ``--namespaces`` so their metrics are the test's own), and a ``timings`` record that is printed and
-merged into ``bench/results/fullstack-times.json``.
+merged into ``fullstack-times.json`` under ``testbed.paths.results_dir()`` (``.test-results/``, ignored
+by git, or ``$RECONCILER_TEST_RESULTS``), so a test run leaves the work tree as it was.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import anyio.to_thread
 import pytest
 
 from testbed.certmanager import SolverConfig
-from testbed.controlplane import REPO_ROOT, ControlPlane
-from testbed.gateway import EnvoyGateway, in_private_netns, network_interfaces
+from testbed.controlplane import ControlPlane
+from testbed.gateway import EnvoyGateway
 from testbed.harness import (
     Project,
     ReconcilerNotReady,
@@ -44,10 +45,12 @@ from testbed.harness import (
 from testbed.issuer import GatewaySelfCheck
 from testbed.kube import Kube
 from testbed.kubedc import KubeDC, create_project
+from testbed.netns import in_private_netns, network_interfaces
+from testbed.paths import results_dir
 from testbed.pebble import AcmeAccount, ChallTestSrv, Pebble, acme_stack
 from testbed.solvers import SolverServers
 
-TIMES_FILE = REPO_ROOT / "bench" / "results" / "fullstack-times.json"
+TIMES_FILE = results_dir() / "fullstack-times.json"
 _recorded: list[tuple[str, dict[str, Any]]] = []
 
 
@@ -247,7 +250,7 @@ def _merge_times(test: str, entry: Mapping[str, Any]) -> None:
 
 @pytest.fixture
 def timings(request: pytest.FixtureRequest) -> Iterator[Timings]:
-    """Record a scenario's timings; printed and merged into ``bench/results/fullstack-times.json``."""
+    """Record a scenario's timings; printed and merged into ``TIMES_FILE``."""
     record = Timings()
     started = time.monotonic()
     yield record

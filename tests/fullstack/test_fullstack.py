@@ -22,10 +22,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from testbed.certmanager import LABEL_SOLVER
 from testbed.harness import Metrics, Project
-from testbed.issuer import SECRETS, IssueResult, issue_certificate
-from testbed.kube import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, SERVICES, Kube, Obj, Resource, wait_for
+from testbed.issuer import IssueResult, issue_certificate
+from testbed.kube import BACKENDS, CHALLENGES, EVENTS, HTTPROUTES, SECRETS, SERVICES, Kube, Obj, Resource, wait_for
+from testbed.solverobjects import LABEL_SOLVER
 
 if TYPE_CHECKING:
     from tests.fullstack.conftest import Env, Timings

@@ -14,9 +14,9 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from reconciler.model import JSON
 from reconciler.reconcile.intents import Create, Delete, Patch, Write
 
-JSON = dict[str, Any]
 ObjKey = tuple[str, str, str]  # (kind, namespace, name)
 
 

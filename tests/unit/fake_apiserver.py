@@ -8,15 +8,14 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from kubernetes_asyncio import client as k8s_client
 
-from reconciler.kube.client import KubeClient
+from reconciler.kube.client import KubeClient, Limits
 from reconciler.metrics import Metrics
+from reconciler.model import JSON
 
-JSON = dict[str, Any]
 FOREVER = web.AppKey("forever", asyncio.Event)
 
 
@@ -93,7 +92,7 @@ async def serve(script: Script, metrics: Metrics) -> AsyncIterator[KubeClient]:
     port = runner.addresses[0][1]
     configuration = k8s_client.Configuration(host=f"http://127.0.0.1:{port}")
     api = k8s_client.ApiClient(configuration)
-    client = KubeClient(api, metrics, qps=1000, burst=1000, retry_attempts=3, retry_deadline=5)
+    client = KubeClient(api, metrics, Limits(qps=1000, burst=1000, retry_attempts=3, retry_deadline=5))
     try:
         yield client
     finally:

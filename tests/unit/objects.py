@@ -1,5 +1,5 @@
 """Builders of raw objects shaped like the ones cert-manager, kube-dc and Envoy Gateway really produce
-(see ../shared/notes), and a helper that loads raw objects into the real cluster cache."""
+(see docs/), and a helper that loads raw objects into the real cluster cache."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler.cache import ClusterCache
-from reconciler.config import Policy
-from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
-
-JSON = dict[str, Any]
+from reconciler.model import JSON
+from reconciler.policy import Policy
+from reconciler.watches import store_raw, watches
 
 NS = "shalb-demo"
 ORG_NS = "shalb"
@@ -258,32 +257,21 @@ def deleting(obj: Mapping[str, Any]) -> JSON:
     return out
 
 
-VIEWS: dict[str, Any] = {
-    "Service": Service,
-    "Backend": Backend,
-    "HTTPRoute": HTTPRoute,
-    "Challenge": Challenge,
-    "Project": Project,
-}
-
-
 def cache_of(objects: Iterable[Mapping[str, Any]], policy: Policy | None = None) -> ClusterCache:
-    """The real cluster cache, filled the way the informers fill it."""
-    keep = (policy or Policy()).annotation_keys()
-    cache = ClusterCache()
-    stores: dict[str, Any] = {
-        "Service": cache.services,
-        "Backend": cache.backends,
-        "HTTPRoute": cache.routes,
-        "Challenge": cache.challenges,
-        "Project": cache.projects,
-    }
+    """The real cluster cache, filled the way the informers fill it (through the same watch table).
+
+    An object no informer's label selector takes (an unlabelled HTTPRoute) still lands in its resource's
+    first store, so the reconcilers' defensive branches stay testable; in a cluster the reconciler would
+    not see it (a create of a taken name then gets 409 AlreadyExists, see test_writer)."""
     pol = policy or Policy()
+    cache = ClusterCache(pol.solver_label)
+    table = watches(cache, pol)
+    keep = pol.annotation_keys()
     for raw in objects:
-        kind = raw["kind"]
-        store = stores[kind]
-        labels = raw["metadata"].get("labels") or {}
-        if kind == "HTTPRoute" and labels.get(pol.managed_by_label) == pol.managed_by_value:
-            store = cache.shadows  # the reconciler's own routes come from a second informer
-        store.upsert(VIEWS[kind].from_raw(raw, keep))
+        mine = [w for w in table if w.resource.kind == raw["kind"]]
+        view = mine[0].parse(raw, keep)
+        if any(w.holds(view) for w in mine):
+            store_raw(table, mine[0].resource, raw, keep)
+        else:
+            mine[0].store.upsert(view)
     return cache

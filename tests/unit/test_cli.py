@@ -12,8 +12,9 @@ import pytest
 
 from reconciler import __version__
 from reconciler.cli import _parser, load_settings, main
-from reconciler.config import BackendMode, Settings
+from reconciler.config import Settings
 from reconciler.log import JsonFormatter, TextFormatter
+from reconciler.policy import BackendMode
 
 ROOT = Path(__file__).resolve().parents[2]
 

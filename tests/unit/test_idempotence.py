@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.cache import ClusterCache
-from reconciler.config import BackendMode, Policy, RouteMode
-from reconciler.model import Backend, Challenge, Key, Service
+from reconciler.model import JSON, Backend, Challenge, Key, Service
+from reconciler.names import SHADOW_SUFFIX
+from reconciler.policy import BackendMode, Policy, RouteMode
 from reconciler.reconcile.backends import reconcile_backend
 from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Write
 from reconciler.reconcile.ownership import solver_challenge
 from reconciler.reconcile.routes import reconcile_route
 from reconciler.reconcile.services import reconcile_service
-from reconciler.reconcile.shadows import SHADOW_SUFFIX, reconcile_shadow
 from reconciler.reconcile.shadows import is_managed as is_managed_shadow
+from reconciler.reconcile.shadows import reconcile_shadow
 from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
 
-JSON = dict[str, Any]
 ORG = "org"
 TENANTS = ["a", "b", "c"]
 MAX_PASSES = 6

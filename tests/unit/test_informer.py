@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.kube.informer import Informer
 from reconciler.kube.resources import SERVICES
-from reconciler.kube.store import Store, by_namespace
+from reconciler.kube.store import Change, Store, by_namespace
 from reconciler.metrics import Metrics
 from reconciler.model import Service
 from tests.unit.fake_apiserver import Script, item, listing, serve
@@ -26,10 +26,8 @@ async def run_until(
     store: Store[Service] = Store({"namespace": by_namespace})
     events: list[Event] = []
 
-    def handler(kind: str, old: Service | None, new: Service | None, initial: bool) -> None:
-        obj = new or old
-        assert obj is not None
-        events.append((kind, obj.meta.name, initial))
+    def handler(change: Change[Service]) -> None:
+        events.append((change.type.value, change.obj.meta.name, change.initial))
 
     async with serve(script, metrics) as client:
         informer = Informer(client, SERVICES, Service.from_raw, store, handler, metrics, backoff_base=0.01)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 
-from reconciler.config import Policy
-from reconciler.model import Backend, BackendEndpoint, BackendRef, HTTPRoute, Meta, OwnerRef, Project, Service
+from reconciler.model import JSON, Backend, BackendEndpoint, BackendRef, HTTPRoute, Meta, OwnerRef, Project, Service
+from reconciler.policy import Policy
 from tests.unit import objects as o
 
-JSON = dict[str, Any]
 POLICY = Policy()
 CH = o.challenge()
 

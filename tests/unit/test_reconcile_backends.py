@@ -8,21 +8,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.cache import BACKEND_SUFFIX as CACHE_BACKEND_SUFFIX
-from reconciler.config import BackendMode, Policy
-from reconciler.model import Key
-from reconciler.reconcile.backends import (
-    BACKEND_SUFFIX,
-    backend_name,
-    endpoint_address,
-    parse_route_port,
-    reconcile_backend,
-)
+from reconciler.model import JSON, Key
+from reconciler.names import backend_name, service_of_backend
+from reconciler.policy import BackendMode, Policy
+from reconciler.reconcile.backends import endpoint_address, parse_route_port, reconcile_backend
 from reconciler.reconcile.intents import Create, Delete, Kind, Patch
 from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
 
-JSON = dict[str, Any]
 CH = o.challenge()
 SVC0 = o.solver_service(CH)
 NAME = SVC0["metadata"]["name"]
@@ -266,9 +259,11 @@ def test_writes_apply_and_second_run_writes_nothing(case: Case) -> None:
     assert (api.get("Backend", o.NS, backend_name(case.key[1])) is None) == case.delete
 
 
-def test_backend_names_match_the_cache_index() -> None:
+def test_backend_names_and_their_inverse_agree() -> None:
     assert backend_name("cm-acme-http-solver-x7k2p") == "cm-acme-http-solver-x7k2p-backend"
-    assert BACKEND_SUFFIX == CACHE_BACKEND_SUFFIX
+    assert service_of_backend(backend_name("cm-acme-http-solver-x7k2p")) == "cm-acme-http-solver-x7k2p"
+    assert service_of_backend("my-app") is None
+    assert service_of_backend("-backend") is None, "no Service has an empty name"
 
 
 @pytest.mark.parametrize(

@@ -4,17 +4,15 @@ Challenge, with matching labels, tells the real ones from a tenant's look-alikes
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from reconciler.config import Policy
-from reconciler.model import HTTPRoute, Meta, Service
+from reconciler.model import JSON, Challenge, HTTPRoute, Meta, Service
+from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind, Refusal
 from reconciler.reconcile.ownership import checksum_label, solver_challenge
 from tests.unit import objects as o
 
-JSON = dict[str, Any]
 POLICY = Policy()
 CH = o.challenge()
 OTHER_CH = o.challenge(name="other-1-0", dns_name="other.example.com", token="tok-other")
@@ -154,5 +152,6 @@ def test_leftover_of_a_deleted_challenge_is_not_taken_for_a_forgery() -> None:
     refused = solver_challenge(meta.meta, cache, POLICY, Kind.HTTPROUTE)
     assert isinstance(refused, Refusal)
     assert refused.reason == "ChallengeNotFound"
-    cache.forget_challenge(ch["metadata"]["uid"])
+    cache.challenges.upsert(Challenge.from_raw(ch))  # the informer saw it, then its deletion
+    cache.challenges.delete((ch["metadata"]["namespace"], ch["metadata"]["name"]))
     assert solver_challenge(meta.meta, cache, POLICY, Kind.HTTPROUTE) is None

@@ -8,21 +8,22 @@ port, and cert-manager gives every solver port 8089 (see the notes). Each solver
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import Policy
-from reconciler.model import Key
+from reconciler.model import JSON, Key
+from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind, Patch
 from reconciler.reconcile.ports import solver_port
-from reconciler.reconcile.services import NO_FREE_PORT, reconcile_service
+from reconciler.reconcile.reasons import Refused
+from reconciler.reconcile.services import reconcile_service
 from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
 
-JSON = dict[str, Any]
+NO_FREE_PORT = Refused.NO_FREE_PORT
+
 DEFAULT_GW_FLAG = "service.nlb.kube-dc.com/bind-on-default-gw-eip"
 T0 = "2026-08-01T10:00:00Z"
 T1 = "2026-08-01T10:00:05Z"

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from reconciler.config import Policy, RouteMode
-from reconciler.model import Key
+from reconciler.model import JSON, Key
+from reconciler.policy import Policy, RouteMode
 from reconciler.reconcile.intents import Kind, Patch
 from reconciler.reconcile.routes import reconcile_route
 from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
 
-JSON = dict[str, Any]
 POLICY = Policy(route_mode=RouteMode.PATCH)
 CH = o.challenge()
 SVC = o.patched(o.solver_service(CH), [{"ip": "100.65.0.102"}])
@@ -234,7 +232,7 @@ def test_reconcile_route(case: Case) -> None:
     assert [r.reason for r in decision.refusals] == ([case.refusal] if case.refusal else [])
     for r in decision.refusals:
         assert (r.kind, r.namespace, r.name) == (Kind.HTTPROUTE, *case.key)
-    assert decision.extra.get("routed", False) is case.routed
+    assert (decision.routed is not None) is case.routed
     if case.rules is None:
         assert decision.writes == ()
         return
@@ -262,7 +260,7 @@ def test_patch_applies_and_second_run_writes_nothing(case: Case) -> None:
     assert route["spec"]["rules"][0]["matches"] == ROUTE["spec"]["rules"][0]["matches"]
     again = reconcile_route(case.key, o.cache_of(api.objects.values(), POLICY), POLICY)
     assert again.writes == ()
-    assert again.extra.get("routed", False) is case.routed
+    assert (again.routed is not None) is case.routed
 
 
 def test_cert_manager_revert_is_rewritten_again() -> None:

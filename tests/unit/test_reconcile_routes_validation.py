@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from reconciler.config import Policy, RouteMode
-from reconciler.model import Challenge, HTTPRoute, Key
+from reconciler.model import JSON, Challenge, HTTPRoute, Key
+from reconciler.policy import Policy, RouteMode
 from reconciler.reconcile.intents import Kind, Patch
-from reconciler.reconcile.routes import (
-    CROSS_NAMESPACE_BACKEND_REF,
-    HOSTNAME_MISMATCH,
-    reconcile_route,
-    validate_route,
-)
+from reconciler.reconcile.reasons import Refused
+from reconciler.reconcile.routes import reconcile_route
+from reconciler.reconcile.solver_routes import validate_route
 from tests.unit import objects as o
 
-JSON = dict[str, Any]
+CROSS_NAMESPACE_BACKEND_REF = Refused.CROSS_NAMESPACE_BACKEND_REF
+HOSTNAME_MISMATCH = Refused.HOSTNAME_MISMATCH
+
 CH = o.challenge()
 DNS = CH["spec"]["dnsName"]
 SVC = o.patched(o.solver_service(CH), [{"ip": "100.65.0.102"}])
@@ -250,7 +248,7 @@ def test_shadow_mode_never_writes(case: Case) -> None:
     assert decision.writes == ()
     assert [r.reason for r in decision.refusals] == ([case.refusal] if case.refusal else [])
     assert decision.skipped == (None if case.refusal else case.shadow_skip)
-    assert not decision.extra.get("routed")
+    assert decision.routed is None
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -280,7 +278,7 @@ def test_refusals_are_the_same_in_both_modes(case: Case, policy: Policy) -> None
         route["metadata"]["uid"],
         case.refusal,
     )
-    assert decision.extra.get("routed") is None
+    assert decision.routed is None
 
 
 def test_patch_mode_hostname_mismatch_stops_the_rewrite() -> None:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from reconciler.config import Policy
-from reconciler.model import Key
+from reconciler.model import JSON, Key
+from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind, Patch
 from reconciler.reconcile.services import reconcile_service
 from tests.unit import objects as o
 from tests.unit.fake_api import FakeAPI
 
-JSON = dict[str, Any]
 CH = o.challenge()
 SVC = o.solver_service(CH)
 KEY: Key = (o.NS, SVC["metadata"]["name"])
