@@ -14,6 +14,14 @@ EndpointSlices, so an HTTPRoute that sends the gateway to the Service itself get
 A Service without a load-balancer address (a NodePort solver in a public project, or one kube-dc refused)
 gets no server at all.
 
+The exception is a namespace given to ``reach_services``: there the cluster network is reachable from the
+gateway, as in a cluster without kube-dc's isolation (the baseline every time to Ready is compared with),
+and cert-manager's own route works with no reconciler. The API server refuses loopback addresses in
+EndpointSlices, so the stand-in is the Service address instead of Pod addresses: a BackendTrafficPolicy
+(``routingType: Service``) makes Envoy Gateway send the namespace's solver routes to the Service's ClusterIP
+(127.96.x.y here), and the solver's server listens on that address and the Service port, as kube-proxy
+would forward it to the Pod. The solver Pod is ready at once (no kubelet, no image pull): a floor.
+
 Servers run in threads, so they answer even while the test's event loop is busy; every request is kept in
 ``hits`` for assertions (who asked, through which address and port, with what answer).
 """
@@ -33,11 +41,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from testbed.gatewaycheck import ingress_ip
 from testbed.httpservers import LoopbackServer, SeenRequest
-from testbed.kube import PODS, SERVICES, Kube, Obj
+from testbed.kube import BACKENDTRAFFICPOLICIES, PODS, SERVICES, Kube, Obj
 from testbed.solverobjects import LABEL_SOLVER
 
 CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
 RETRY_SECONDS: Final = 0.5  # after a failed bind (the address:port still held by a server being stopped)
+REACHABLE_POLICY: Final = "reachable-cluster-network"  # the BackendTrafficPolicy of a baseline namespace
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,7 @@ class SolverServers:
         self._services: dict[str, Obj] = {}  # uid -> Service
         self._pods: dict[str, Obj] = {}  # uid -> Pod
         self._servers: dict[str, _Server] = {}  # Service uid -> its server
+        self._reachable: set[str] = set()  # namespaces whose Service addresses the gateway reaches
         self._synced = {SERVICES.plural: anyio.Event(), PODS.plural: anyio.Event()}
         self._send: MemoryObjectSendStream[None]
         self._receive: MemoryObjectReceiveStream[None]
@@ -176,6 +186,24 @@ class SolverServers:
         self._servers.clear()
         self._send.close()
         self._receive.close()
+
+    async def reach_services(self, namespace: str) -> None:
+        """Make ``namespace``'s solver Services reachable from the gateway at their ClusterIP, so that
+        cert-manager's own route works there (see the module docstring); call before its solvers appear."""
+        policy: Obj = {
+            "apiVersion": BACKENDTRAFFICPOLICIES.api_version,
+            "kind": "BackendTrafficPolicy",
+            "metadata": {"name": REACHABLE_POLICY, "namespace": namespace},
+            "spec": {
+                "targetSelectors": [
+                    {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "matchLabels": {LABEL_SOLVER: "true"}}
+                ],
+                "routingType": "Service",
+            },
+        }
+        await self.api.apply(BACKENDTRAFFICPOLICIES, policy)
+        self._reachable.add(namespace)
+        self._send.send_nowait(None)
 
     def serving(self) -> dict[tuple[str, str], tuple[str, int, SolverAnswer]]:
         """(namespace, Service) -> (address, port, answer) of every running server."""
@@ -209,6 +237,8 @@ class SolverServers:
         for uid, svc in self._services.items():
             meta = svc["metadata"]
             address, ports = ingress_ip(svc), svc["spec"].get("ports") or []
+            if meta["namespace"] in self._reachable:
+                address = svc["spec"].get("clusterIP")
             owner = _controller_uid(svc)
             if meta.get("deletionTimestamp") or not address or not ports or owner is None:
                 continue
