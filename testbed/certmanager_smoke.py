@@ -30,6 +30,7 @@ from testbed.certmanager_controller import UPSTREAM_CHECK_RETRY_PERIOD
 from testbed.harness import start_reconciler
 from testbed.issuance import Issuance
 from testbed.kube import SECRETS
+from testbed.solvers import FAST_POD_START
 from testbed.stack import FullStack, build_then_enter_netns, create_issuer, full_stack
 
 READY_WITHIN = 300.0  # seconds; a lost self-check costs one retry period, several would be a finding
@@ -81,7 +82,7 @@ async def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     failures = 0
     log_dir = Path(tempfile.mkdtemp(prefix="cm-smoke-"))
-    async with full_stack(keep=args.keep, check_retry_period=args.retry_period) as stack:
+    async with full_stack(keep=args.keep, pod_start=args.pod_start, check_retry_period=args.retry_period) as stack:
         rec = await start_reconciler(
             stack.plane, stack.api, log_dir / "reconciler.log", args=["--route-mode", args.route_mode]
         )
@@ -102,7 +103,12 @@ async def run(args: argparse.Namespace) -> int:
                 )
         finally:
             await rec.terminate()
-    report = {"route_mode": args.route_mode, "wait_instead_of_self_check": args.wait_instead, "runs": results}
+    report = {
+        "route_mode": args.route_mode,
+        "wait_instead_of_self_check": args.wait_instead,
+        "pod_start_s": args.pod_start,
+        "runs": results,
+    }
     if results:
         report["summary"] = summary(results)
         print(json.dumps(report["summary"], indent=2))
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="certificates to issue (each with a baseline), in turn")
     parser.add_argument("--route-mode", choices=["shadow", "patch"], default="shadow")
     parser.add_argument("--wait-instead", type=float, default=None, help="Issuer waitInsteadOfSelfCheck, seconds")
+    parser.add_argument("--pod-start", type=float, default=FAST_POD_START, help="seconds until a solver Pod serves")
     parser.add_argument("--retry-period", type=float, default=UPSTREAM_CHECK_RETRY_PERIOD, help="seconds")
     parser.add_argument("--json", help="write every run's measurements to this file")
     parser.add_argument("--keep", action="store_true", help="keep every component's temp dir (logs)")

@@ -28,7 +28,7 @@ from testbed.kubedc import KubeDC, create_project
 from testbed.netns import in_private_netns, reexec_in_private_netns
 from testbed.paths import REPO_ROOT
 from testbed.pebble import ChallTestSrv, Pebble, acme_stack
-from testbed.solvers import SolverServers
+from testbed.solvers import FAST_POD_START, SolverServers
 from testbed.timeline import Timeline
 
 # Envoy Gateway's CRDs the full stack needs: its Backend, EnvoyProxy (host mode) and BackendTrafficPolicy
@@ -109,9 +109,11 @@ class FullStack:
 
 
 @contextlib.asynccontextmanager
-async def full_stack(*, keep: bool = False, **cert_manager: Any) -> AsyncIterator[FullStack]:
-    """Start everything (inside a private network namespace); ``cert_manager`` are options of
-    ``CertManagerController`` (e.g. ``check_retry_period``)."""
+async def full_stack(
+    *, keep: bool = False, pod_start: float = FAST_POD_START, **cert_manager: Any
+) -> AsyncIterator[FullStack]:
+    """Start everything (inside a private network namespace); ``pod_start`` is how long a solver Pod takes
+    to serve (``SolverServers``), ``cert_manager`` are options of ``CertManagerController``."""
     with contextlib.ExitStack() as stack:
         plane = stack.enter_context(ControlPlane(keep_data_dir=keep))
         eg = stack.enter_context(EnvoyGateway(plane.admin_kubeconfig, eg_crd_plurals=EG_CRDS, keep_data_dir=keep))
@@ -125,7 +127,7 @@ async def full_stack(*, keep: bool = False, **cert_manager: Any) -> AsyncIterato
         async with (
             Kube.from_kubeconfig(plane.admin_kubeconfig) as api,
             KubeDC(api) as kubedc,
-            SolverServers(api) as solvers,
+            SolverServers(api, pod_start) as solvers,
             Timeline(api) as timeline,
         ):
             yield FullStack(plane, eg, dns, pebble, cm, api, kubedc, solvers, timeline)

@@ -46,7 +46,7 @@ from testbed.kubedc import KubeDC
 from testbed.netns import in_private_netns, network_interfaces
 from testbed.paths import results_dir
 from testbed.pebble import ChallTestSrv, Pebble, acme_stack
-from testbed.solvers import SolverServers
+from testbed.solvers import FAST_POD_START, SolverServers
 from testbed.stack import EG_CRDS, create_issuer, make_project
 from testbed.timeline import Timeline
 
@@ -151,8 +151,9 @@ async def kubedc(api: Kube) -> AsyncIterator[KubeDC]:
 
 @pytest.fixture(scope="session")
 async def solvers(api: Kube) -> AsyncIterator[SolverServers]:
-    """The solver Pods' servers on the solver Services' EIP address and port."""
-    async with SolverServers(api) as servers:
+    """The solver Pods' servers on the solver Services' EIP address and port (or ClusterIP in a baseline
+    project), each serving 1 s after its Pod appeared, as a fast kubelet would."""
+    async with SolverServers(api, FAST_POD_START) as servers:
         yield servers
     assert not servers.errors, f"solver servers failed: {servers.errors!r}"
 
