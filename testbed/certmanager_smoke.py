@@ -36,14 +36,17 @@ from testbed.stack import FullStack, build_then_enter_netns, create_issuer, full
 READY_WITHIN = 300.0  # seconds; a lost self-check costs one retry period, several would be a finding
 
 
-async def one_run(n: int, stack: FullStack, wait_instead: float | None) -> dict[str, Any]:
+async def one_run(n: int, stack: FullStack, wait_instead: float | None, names: int) -> dict[str, Any]:
     """A cloud and a baseline project, an Issuer in each, the same Certificate in both at once."""
     cloud, baseline = await stack.project("cloud"), await stack.project("baseline")
     options = {"wait_instead_of_self_check": wait_instead}
     for p in (cloud, baseline):
         await create_issuer(stack.api, stack.issuer_body(p.namespace, **options))
     started = [
-        await issuance.create(stack.api, certificate("app", p.namespace, dns_names=[f"app.{p.namespace}.example.test"]))
+        await issuance.create(
+            stack.api,
+            certificate("app", p.namespace, dns_names=[f"n{i}.{p.namespace}.example.test" for i in range(names)]),
+        )
         for p in (cloud, baseline)
     ]
     async with anyio.create_task_group() as tg:
@@ -89,7 +92,7 @@ async def run(args: argparse.Namespace) -> int:
         try:
             for n in range(1, args.runs + 1):
                 try:
-                    result = await one_run(n, stack, args.wait_instead)
+                    result = await one_run(n, stack, args.wait_instead, args.names)
                 except Exception as err:  # reported; the next run still goes
                     failures += 1
                     print(f"FAIL run {n}: {err!r}\n{stack.cm.log()[-3000:]}", flush=True)
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build outside the namespace (needs the registries), then run everything inside one."""
     parser = argparse.ArgumentParser(prog="python -m testbed.certmanager_smoke", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="certificates to issue (each with a baseline), in turn")
+    parser.add_argument("--names", type=int, default=1, help="DNS names per certificate")
     parser.add_argument("--route-mode", choices=["shadow", "patch"], default="shadow")
     parser.add_argument("--wait-instead", type=float, default=None, help="Issuer waitInsteadOfSelfCheck, seconds")
     parser.add_argument("--pod-start", type=float, default=FAST_POD_START, help="seconds until a solver Pod serves")

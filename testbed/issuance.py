@@ -32,6 +32,8 @@ class ChallengeReport:
     wired: float | None  # the gateway had somewhere to send the token
     final: float | None
     rounds: Classified
+    round_starts: tuple[str, ...] = ()  # each self-check round's start; "x" marks one that failed
+    reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """For results files."""
@@ -47,6 +49,8 @@ class ChallengeReport:
             "wired_s": r(self.wired),
             "final_s": r(self.final),
             **self.rounds.as_dict(),
+            "round_starts_s": list(self.round_starts),
+            "reason": self.reason,
         }
 
 
@@ -147,6 +151,10 @@ def report(
                 wired=rel(timeline.wired(uid)),
                 final=rel(m.final),
                 rounds=classify(challenge_rounds, retry_period),
+                round_starts=tuple(
+                    f"{r.start - issuance.started:.2f}{'x' if r.failure else ''}" for r in challenge_rounds.rounds
+                ),
+                reason=m.reason,
             )
         )
     issuance.challenges = found

@@ -449,7 +449,20 @@ async def test_wait_instead_of_self_check(env: Env, timings: Timings, mode: str)
         assert [c.rounds.rounds for c in one.challenges] == [0], "no self-check ran"
         assert 5 <= one.seconds < 60, one.seconds
     assert route_reverts(env, p.namespace) == 0
-    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
+
+    # cert-manager v1.21.2 re-syncs the waiting Challenge in a hot loop (its status reason carries the
+    # remaining time, so every sync writes the status), and a status conflict after the accept makes it
+    # accept again: Pebble refuses the second accept (the challenge is already valid) and the Challenge
+    # ends `expired` although its authorization is valid and the certificate issues. The reconciler counts
+    # the state cert-manager reports, once.
+    (challenge,) = cloud.challenges
+    timings["cloud_challenge_state"] = challenge.state
+    if challenge.state != "valid":
+        assert challenge.state == "expired", challenge
+        assert "Cannot update challenge with status valid" in challenge.reason, challenge.reason
+    outcome = "success" if challenge.state == "valid" else "failure"
+    m = await rec.metrics_when(lambda m: outcomes(m, p, outcome) == 1, f"{outcome} counted")
+    assert outcomes(m, p, "success") + outcomes(m, p, "failure") == 1
     assert m.total("acme_gateway_route_reverts_total") == 0
     assert m.total("acme_gateway_route_repatches_total") == 0
     assert_no_rejected_writes(m)
@@ -473,11 +486,11 @@ async def test_a_certificate_for_an_ip_address(env: Env, timings: Timings) -> No
     assert_no_lost_checks(cloud, base)
 
     # cert-manager omits hostnames on an IP challenge's route; the companion route does the same.
-    (solver_route,) = routes.by_name_prefix("cm-acme-http-solver-")
-    assert "hostnames" not in solver_route[0]["spec"] or not solver_route[0]["spec"]["hostnames"]
     companions = [v for v in routes.versions.values() if v[0]["metadata"]["name"].endswith("-acme")]
+    (solver_route,) = [v for v in routes.by_name_prefix("cm-acme-http-solver-") if v not in companions]
+    assert not solver_route[0]["spec"].get("hostnames"), solver_route[0]["spec"]
     assert len(companions) == 1
-    assert not companions[0][-1]["spec"].get("hostnames")
+    assert not companions[0][-1]["spec"].get("hostnames"), companions[0][-1]["spec"]
     m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
     assert m.total("acme_gateway_refusals_total") == 0
     assert_no_rejected_writes(m)
