@@ -49,9 +49,7 @@ async def one_run(n: int, stack: FullStack, wait_instead: float | None, names: i
         )
         for p in (cloud, baseline)
     ]
-    async with anyio.create_task_group() as tg:
-        for one in started:
-            tg.start_soon(issuance.wait_ready, stack.timeline, one, READY_WITHIN)
+    await issuance.wait_all_ready(stack.timeline, started, READY_WITHIN)
     rounds = stack.cm.rounds()
     done: list[Issuance] = [
         issuance.report(one, stack.timeline, rounds, stack.cm.check_retry_period) for one in started

@@ -9,7 +9,7 @@ is triggered) to the watch event showing Ready for the new revision.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,17 +103,23 @@ async def trigger_renewal(api: Kube, timeline: Timeline, namespace: str, name: s
     return Issuance(namespace, name, revision, started)
 
 
-async def wait_ready(timeline: Timeline, issuance: Issuance, within: float) -> Issuance:
-    """Wait (on the timeline, no API calls) until the revision is Ready; raises TimeoutError after
-    ``within`` seconds."""
-    key = (issuance.namespace, issuance.name)
+async def wait_all_ready(timeline: Timeline, issuances: Sequence[Issuance], within: float) -> None:
+    """Wait (on the timeline, no API calls) until every revision is Ready; raises TimeoutError after
+    ``within`` seconds. Ready times come from the watch events, so the polling interval does not matter."""
     with anyio.fail_after(within):
-        while issuance.ready_at is None:
-            marks = timeline.certificates.get(key)
-            if marks is not None and issuance.revision in marks.ready:
-                issuance.ready_at = marks.ready[issuance.revision]
-                break
-            await anyio.sleep(0.05)
+        while True:
+            for one in issuances:
+                marks = timeline.certificates.get((one.namespace, one.name))
+                if one.ready_at is None and marks is not None and one.revision in marks.ready:
+                    one.ready_at = marks.ready[one.revision]
+            if all(one.ready_at is not None for one in issuances):
+                return
+            await anyio.sleep(0.1)
+
+
+async def wait_ready(timeline: Timeline, issuance: Issuance, within: float) -> Issuance:
+    """``wait_all_ready`` for one."""
+    await wait_all_ready(timeline, [issuance], within)
     return issuance
 
 

@@ -256,14 +256,18 @@ class Env:
         )
         return await issuance.create(self.api, cert)
 
-    async def ready(self, started: Issuance, within: float = READY_WITHIN) -> Issuance:
-        """Wait until the issuance is Ready, then report its Challenges from the timeline and
-        cert-manager's log; on a timeout, fail with cert-manager's account of them."""
+    async def ready(self, *started: Issuance, within: float = READY_WITHIN) -> list[Issuance]:
+        """Wait until issuances started together are all Ready, then report their Challenges from the
+        timeline and cert-manager's log (also on a timeout, so the failure shows how far each got)."""
         try:
-            await issuance.wait_ready(self.timeline, started, within)
+            await issuance.wait_all_ready(self.timeline, started, within)
         finally:
-            issuance.report(started, self.timeline, self.cm.rounds(), self.cm.check_retry_period)
-        return started
+            rounds = self.cm.rounds()
+            for one in started:
+                issuance.report(one, self.timeline, rounds, self.cm.check_retry_period)
+                if one.ready_at is None:
+                    print(f"not Ready: {json.dumps(one.as_dict())}")
+        return list(started)
 
     async def renew(self, p: Project, name: str = "app") -> Issuance:
         """Trigger a re-issuance as ``cmctl renew`` does."""

@@ -60,14 +60,6 @@ def dns_name(p: Project, label: str = "app") -> str:
     return f"{label}.{p.namespace}.example.test"
 
 
-async def together(env: Env, *started: Issuance) -> list[Issuance]:
-    """Wait for issuances that were started together, concurrently (each reports its Challenges)."""
-    async with anyio.create_task_group() as tg:
-        for one in started:
-            tg.start_soon(env.ready, one)
-    return list(started)
-
-
 async def issue_with_baseline(
     env: Env, cloud: Project, baseline: Project, labels: Sequence[str] = ("app",), **cert: Any
 ) -> tuple[Issuance, Issuance]:
@@ -75,7 +67,7 @@ async def issue_with_baseline(
     started = [
         await env.start(p, dns_names=[dns_name(p, label) for label in labels], **cert) for p in (cloud, baseline)
     ]
-    c, b = await together(env, *started)
+    c, b = await env.ready(*started)
     return c, b
 
 
@@ -192,7 +184,7 @@ async def test_without_the_reconciler_a_cloud_challenge_never_validates(env: Env
     # waitInsteadOfSelfCheck it asks Pebble after 3 s, and Pebble's validation through the gateway fails.
     # The baseline, reachable without the reconciler, issues meanwhile.
     started = [await env.start(p, dns_names=[dns_name(p)]) for p in (checked, unchecked, baseline)]
-    (reference,) = await together(env, started[2])
+    (reference,) = await env.ready(started[2])
 
     def retried(namespace: str) -> Any:
         async def probe() -> Any:
@@ -303,7 +295,7 @@ async def test_renewal_issues_a_new_certificate_the_same_way(env: Env, timings: 
     leaf = await assert_tls_secret(env, p.namespace, names)
 
     # cert-manager's own manual trigger, as `cmctl renew` pulls it: the Issuing condition on the status.
-    renewal, base_renewal = await together(env, await env.renew(p), await env.renew(baseline))
+    renewal, base_renewal = await env.ready(await env.renew(p), await env.renew(baseline))
     timings.issued("first", cloud, base)
     timings.issued("renewal", renewal, base_renewal)
     assert renewal.revision == 2
@@ -334,7 +326,7 @@ async def test_two_cloud_projects_and_a_public_one_at_once(env: Env, timings: Ti
         # A public project's solver would be reached through its own public address; here nothing answers
         # behind its Service, so it cannot pass: cert-manager keeps retrying it while the others issue.
         started = [await env.start(p, dns_names=[dns_name(p)]) for p in (public, cloud_a, cloud_b, baseline)]
-        a, b, base = await together(env, *started[1:])
+        a, b, base = await env.ready(*started[1:])
         public_rounds = env.cm.self_checks(public.namespace)
     timings.issued("cloud_a", a, base)
     timings.issued("cloud_b", b, base)
@@ -479,7 +471,7 @@ async def test_a_certificate_for_an_ip_address(env: Env, timings: Timings) -> No
 
     async with history(env.api, HTTPROUTES, p.namespace) as routes:
         started = [await env.start(q, ip_addresses=[ips[q.namespace]]) for q in (p, baseline)]
-        cloud, base = await together(env, *started)
+        cloud, base = await env.ready(*started)
     timings.issued("certificate", cloud, base)
     await assert_tls_secret(env, p.namespace, ips=[ips[p.namespace]])
     assert assert_validated_through_envoy(env, p, [ips[p.namespace]]) == {8089}
