@@ -235,6 +235,18 @@ class Env:
             pytest.fail(str(err))
         return proc
 
+    async def cloud_and_baseline(
+        self, args: Sequence[str] = (), *, issuers: bool = True, wait_instead_of_self_check: float | None = None
+    ) -> tuple[Project, Project, ReconcilerProcess]:
+        """The usual set-up: a cloud project with a reconciler scoped to it (``args`` added), a baseline
+        project, and (unless ``issuers`` is false) an Issuer in each."""
+        p, baseline = await self.project(), await self.baseline()
+        rec = await self.reconciler([p.namespace], args)
+        if issuers:
+            for q in (p, baseline):
+                await self.issuer(q, wait_instead_of_self_check=wait_instead_of_self_check)
+        return p, baseline, rec
+
     async def start(
         self,
         p: Project,

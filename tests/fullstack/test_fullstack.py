@@ -220,10 +220,7 @@ async def test_without_the_reconciler_a_cloud_challenge_never_validates(env: Env
 
 
 async def test_a_cloud_certificate_issues_through_the_shared_gateway(env: Env, timings: Timings) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace])
-    await env.issuer(p)
-    await env.issuer(baseline)
+    p, baseline, rec = await env.cloud_and_baseline()
 
     cloud, base = await issue_with_baseline(env, p, baseline)
     timings.issued("certificate", cloud, base)
@@ -245,8 +242,7 @@ async def test_a_cloud_certificate_issues_through_the_shared_gateway(env: Env, t
 
 
 async def test_one_cluster_issuer_serves_every_project(env: Env, timings: Timings, cluster_issuer: str) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace])
+    p, baseline, rec = await env.cloud_and_baseline(issuers=False)
 
     cloud, base = await issue_with_baseline(env, p, baseline, issuer_kind="ClusterIssuer", issuer_name=cluster_issuer)
     timings.issued("certificate", cloud, base)
@@ -262,10 +258,7 @@ async def test_one_cluster_issuer_serves_every_project(env: Env, timings: Timing
 
 
 async def test_a_certificate_with_three_names_uses_three_ports_on_the_eip(env: Env, timings: Timings) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace])
-    await env.issuer(p)
-    await env.issuer(baseline)
+    p, baseline, rec = await env.cloud_and_baseline()
     labels = ("app", "www", "api")
 
     cloud, base = await issue_with_baseline(env, p, baseline, labels)
@@ -285,10 +278,7 @@ async def test_a_certificate_with_three_names_uses_three_ports_on_the_eip(env: E
 
 
 async def test_renewal_issues_a_new_certificate_the_same_way(env: Env, timings: Timings) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace])
-    await env.issuer(p)
-    await env.issuer(baseline)
+    p, baseline, rec = await env.cloud_and_baseline()
     names = [dns_name(p), dns_name(p, "www")]
 
     cloud, base = await issue_with_baseline(env, p, baseline, ("app", "www"))
@@ -366,10 +356,7 @@ async def test_two_cloud_projects_and_a_public_one_at_once(env: Env, timings: Ti
 
 
 async def test_nothing_of_the_solver_is_left_after_issuance(env: Env, timings: Timings) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace])
-    await env.issuer(p)
-    await env.issuer(baseline)
+    p, baseline, rec = await env.cloud_and_baseline()
     cloud, base = await issue_with_baseline(env, p, baseline)
     timings.issued("certificate", cloud, base)
 
@@ -394,10 +381,7 @@ async def test_nothing_of_the_solver_is_left_after_issuance(env: Env, timings: T
 
 
 async def test_route_mode_patch_races_cert_managers_reverts(env: Env, timings: Timings) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace], ["--route-mode", "patch"])
-    await env.issuer(p)
-    await env.issuer(baseline)
+    p, baseline, rec = await env.cloud_and_baseline(["--route-mode", "patch"])
 
     # Before every self-check round cert-manager rewrites its route back to the Service (a revert); the
     # reconciler re-patches it within milliseconds, but the round's first GET may reach Envoy before the
@@ -426,10 +410,7 @@ async def test_route_mode_patch_races_cert_managers_reverts(env: Env, timings: T
 
 @pytest.mark.parametrize("mode", ["shadow", "patch"])
 async def test_wait_instead_of_self_check(env: Env, timings: Timings, mode: str) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace], ["--route-mode", mode])
-    await env.issuer(p, wait_instead_of_self_check=5)
-    await env.issuer(baseline, wait_instead_of_self_check=5)
+    p, baseline, rec = await env.cloud_and_baseline(["--route-mode", mode], wait_instead_of_self_check=5)
 
     # No self-check, so no Present before it and no revert: cert-manager asks Pebble 5 s after Present,
     # by when the route must be wired and programmed (Pebble's validation has no second chance).
@@ -461,10 +442,7 @@ async def test_wait_instead_of_self_check(env: Env, timings: Timings, mode: str)
 
 
 async def test_a_certificate_for_an_ip_address(env: Env, timings: Timings) -> None:
-    p, baseline = await env.project(), await env.baseline()
-    rec = await env.reconciler([p.namespace])
-    await env.issuer(p)
-    await env.issuer(baseline)
+    p, baseline, rec = await env.cloud_and_baseline()
     # Addresses the gateway listens on (Envoy binds 0.0.0.0 in the private network namespace), where
     # Pebble and the self-check send an IP identifier's validation: no DNS involved.
     ips = {p.namespace: "127.64.0.1", baseline.namespace: "127.64.0.2"}
