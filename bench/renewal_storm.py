@@ -52,7 +52,7 @@ from testbed.certificates import certificate, secret_pems, verify_chain
 from testbed.certmanager_controller import UPSTREAM_CHECK_RETRY_PERIOD
 from testbed.certmanager_log import ChallengeRounds
 from testbed.harness import Metrics, Project, start_reconciler
-from testbed.issuance import Issuance
+from testbed.issuance import ChallengeReport, Issuance
 from testbed.kube import CHALLENGES, SECRETS, wait_for
 from testbed.polling import WaitTimeout
 from testbed.solvers import FAST_POD_START
@@ -152,6 +152,18 @@ async def wait_cleaned_up(stack: FullStack, projects: Sequence[Project], within:
     return round(time.monotonic() - t0, 1)
 
 
+def _r(t: float | None) -> float | None:
+    return None if t is None else round(t, 3)
+
+
+def _tail(ch: ChallengeReport) -> list[Any]:
+    return [ch.state, ch.rounds.rounds, ch.rounds.lost]
+
+
+def _p50_p99(d: dict[str, float]) -> str:
+    return f"{d.get('p50')} / {d.get('p99')}" if d else "—"
+
+
 def challenge_stats(
     done: Sequence[Issuance], rounds: dict[tuple[str, str], ChallengeRounds], phase_start: float
 ) -> dict[str, Any]:
@@ -172,13 +184,15 @@ def challenge_stats(
             if wired_at is None or r.start < wired_at:
                 lost_before_wired += 1
     scheduled = [ch.scheduled for _, ch in reports if ch.scheduled is not None]
-    wired_after = [ch.wired - ch.scheduled for _, ch in reports if ch.wired is not None and ch.scheduled is not None]
+    presented = [ch.solver - ch.scheduled for _, ch in reports if ch.solver is not None and ch.scheduled is not None]
+    wired_after = [ch.wired - ch.solver for _, ch in reports if ch.wired is not None and ch.solver is not None]
     lost = sum(ch.rounds.lost for _, ch in reports)
     return {
         "challenges": len(reports),
         "challenges_valid": f"{sum(ch.state == 'valid' for _, ch in reports)}/{len(reports)}",
         "scheduled_s": distribution(scheduled),
-        "wired_after_scheduled_s": distribution(wired_after),
+        "solver_after_scheduled_s": distribution(presented),
+        "wired_after_solver_s": distribution(wired_after),
         "rounds_per_challenge": round(sum(ch.rounds.rounds for _, ch in reports) / max(1, len(reports)), 2),
         "immediate_failed_rounds": sum(ch.rounds.immediate_failed for _, ch in reports),
         "lost_rounds": lost,
@@ -186,6 +200,13 @@ def challenge_stats(
         "challenges_that_lost_a_round": sum(ch.rounds.lost > 0 for _, ch in reports),
         "lost_before_wired": lost_before_wired,
         "lost_reasons": dict(lost_reasons),
+        "challenge_records": {
+            "columns": ["challenge", "scheduled_s", "solver_s", "wired_s", "final_s", "state", "rounds", "lost"],
+            "rows": [
+                [ch.name, *(_r(t) for t in (ch.scheduled, ch.solver, ch.wired, ch.final)), *_tail(ch)]
+                for _, ch in reports
+            ],
+        },
         "spans": [
             ChallengeSpan(
                 created=one.started + (ch.scheduled or 0.0) - phase_start,
@@ -241,6 +262,8 @@ async def run_phase(
     }
     for name, samples in sampler.samples.items():
         result[name] = process_usage(samples)
+    result["solver_after_scheduled"] = _p50_p99(result["solver_after_scheduled_s"])
+    result["wired_after_solver"] = _p50_p99(result["wired_after_solver_s"])
     if "reconciler" in result:
         r = result["reconciler"]
         result["reconciler_cpu"] = f"{r.get('cpu_percent_mean')} / {r.get('cpu_percent_peak')}"

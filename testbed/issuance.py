@@ -29,6 +29,7 @@ class ChallengeReport:
     dns_name: str
     state: str
     scheduled: float | None  # cert-manager's scheduler set it processing
+    solver: float | None  # its solver Service appeared (cert-manager's Present)
     wired: float | None  # the gateway had somewhere to send the token
     final: float | None
     rounds: Classified
@@ -46,6 +47,7 @@ class ChallengeReport:
             "dns_name": self.dns_name,
             "state": self.state,
             "scheduled_s": r(self.scheduled),
+            "solver_s": r(self.solver),
             "wired_s": r(self.wired),
             "final_s": r(self.final),
             **self.rounds.as_dict(),
@@ -154,6 +156,7 @@ def report(
                 dns_name=m.dns_name,
                 state=m.state,
                 scheduled=rel(m.processing),
+                solver=rel(timeline.solver_created(uid)),
                 wired=rel(timeline.wired(uid)),
                 final=rel(m.final),
                 rounds=classify(challenge_rounds, retry_period),

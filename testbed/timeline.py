@@ -162,6 +162,11 @@ class Timeline:
 
     # --- reading it ------------------------------------------------------------------------------------
 
+    def solver_created(self, challenge_uid: str) -> float | None:
+        """When the Challenge's solver Service first appeared."""
+        service = self.solver_services.get(challenge_uid)
+        return None if service is None else service[2]
+
     def wired(self, challenge_uid: str) -> float | None:
         """When the gateway first had somewhere to send this Challenge's token (see the module docstring)."""
         times = [self.patched_routes.get(challenge_uid)]
