@@ -50,7 +50,7 @@ from bench.renewal_storm_report import (
 from testbed import issuance
 from testbed.certificates import certificate, secret_pems, verify_chain
 from testbed.certmanager_controller import UPSTREAM_CHECK_RETRY_PERIOD
-from testbed.certmanager_log import ChallengeRounds
+from testbed.certmanager_log import ChallengeRounds, parse_log
 from testbed.harness import Metrics, Project, start_reconciler
 from testbed.issuance import ChallengeReport, Issuance
 from testbed.kube import CHALLENGES, SECRETS, wait_for
@@ -152,6 +152,10 @@ async def wait_cleaned_up(stack: FullStack, projects: Sequence[Project], within:
     return round(time.monotonic() - t0, 1)
 
 
+def _shift(t: float | None, by: float) -> float | None:
+    return None if t is None else t + by
+
+
 def _r(t: float | None) -> float | None:
     return None if t is None else round(t, 3)
 
@@ -209,9 +213,10 @@ def challenge_stats(
         },
         "spans": [
             ChallengeSpan(
-                created=one.started + (ch.scheduled or 0.0) - phase_start,
-                wired=None if ch.wired is None else one.started + ch.wired - phase_start,
-                final=None if ch.final is None else one.started + ch.final - phase_start,
+                created=one.started + ch.created - phase_start,
+                scheduled=_shift(ch.scheduled, one.started - phase_start),
+                wired=_shift(ch.wired, one.started - phase_start),
+                final=_shift(ch.final, one.started - phase_start),
                 valid=ch.state == "valid",
             )
             for one, ch in reports
@@ -271,6 +276,14 @@ async def run_phase(
     return result
 
 
+def _sum_by(m: Metrics, name: str, *labels: str) -> dict[str, float]:
+    """A counter summed over every label but ``labels`` (e.g. over projects)."""
+    sums: Counter[str] = Counter()
+    for sample in m.find(name):
+        sums["/".join(sample.labels.get(label, "") for label in labels)] += sample.value
+    return dict(sums)
+
+
 def reconciler_summary(m: Metrics) -> dict[str, Any]:
     """What the reconciler says about the cloud phase."""
     count = m.total("acme_gateway_route_wiring_seconds_count")
@@ -279,14 +292,8 @@ def reconciler_summary(m: Metrics) -> dict[str, Any]:
         if count
         else None,
         "routes_wired": count,
-        "challenge_outcomes": {
-            f"{s.labels['outcome']}/{s.labels['state']}": s.value
-            for s in m.find("acme_gateway_challenge_outcomes_total")
-        },
-        "writes": {
-            f"{s.labels['kind']} {s.labels['verb']} {s.labels['result']}": s.value
-            for s in m.find("acme_gateway_writes_total")
-        },
+        "challenge_outcomes": _sum_by(m, "acme_gateway_challenge_outcomes_total", "outcome", "state"),
+        "writes": _sum_by(m, "acme_gateway_writes_total", "kind", "verb", "result"),
         "reconcile_errors": m.total("acme_gateway_reconcile_errors_total"),
     }
 
@@ -326,7 +333,8 @@ async def storm(args: argparse.Namespace) -> dict[str, Any]:
                 report["phases"]["cloud"]["reconciler_metrics"] = reconciler_summary(await rec.metrics())
             finally:
                 await rec.terminate()
-        report["cert_manager_error_lines"] = len(stack.cm.errors())
+        errors = list(parse_log("\n".join(stack.cm.errors())))
+        report["cert_manager_errors"] = dict(Counter(line.message for line in errors).most_common(10))
     phases = report["phases"]
     if "baseline" in phases and "cloud" in phases:
         report["cloud_over_baseline"] = {

@@ -42,6 +42,7 @@ class ChallengeSpan:
     """One Challenge's life in seconds from the phase start (None: never happened)."""
 
     created: float
+    scheduled: float | None
     wired: float | None
     final: float | None
     valid: bool
@@ -50,16 +51,18 @@ class ChallengeSpan:
 def series(
     challenges: Iterable[ChallengeSpan], ready: Iterable[float], until: float, step: float = 0.5
 ) -> dict[str, list[float]]:
-    """Counts over time: Challenges pending (created, not final), wired (routed, not final), valid so far,
-    Certificates Ready so far; sampled every ``step`` seconds from 0 to ``until``."""
+    """Counts over time: Challenges pending (created, not final), processing (scheduled by cert-manager, at
+    most 60 at once), wired (routed, not final), valid so far, Certificates Ready so far; sampled every
+    ``step`` seconds from 0 to ``until``."""
     spans, ready_at = list(challenges), sorted(ready)
-    out: dict[str, list[float]] = {"t": [], "pending": [], "wired": [], "valid": [], "ready": []}
+    out: dict[str, list[float]] = {"t": [], "pending": [], "processing": [], "wired": [], "valid": [], "ready": []}
     steps = int(until / step) + 1
     for i in range(steps):
         t = i * step
         live = [c for c in spans if c.created <= t and (c.final is None or c.final > t)]
         out["t"].append(round(t, 3))
         out["pending"].append(len(live))
+        out["processing"].append(sum(1 for c in live if c.scheduled is not None and c.scheduled <= t))
         out["wired"].append(sum(1 for c in live if c.wired is not None and c.wired <= t))
         out["valid"].append(sum(1 for c in spans if c.valid and c.final is not None and c.final <= t))
         out["ready"].append(sum(1 for r in ready_at if r <= t))
@@ -154,7 +157,7 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(phases), figsize=(6 * len(phases), 4), sharey=True, squeeze=False)
     for ax, (name, phase) in zip(axes[0], phases, strict=True):
         s = phase["series"]
-        for key, style in (("pending", "-"), ("wired", "--"), ("valid", "-"), ("ready", "-")):
+        for key, style in (("pending", "-"), ("processing", ":"), ("wired", "--"), ("valid", "-"), ("ready", "-")):
             ax.plot(s["t"], s[key], style, label=f"{key} ({'Certificates' if key == 'ready' else 'Challenges'})")
         ax.set_title(f"{name}: all Ready in {phase.get('all_ready_s', float('nan')):.0f} s")
         ax.set_xlabel("seconds since the Certificates were created")

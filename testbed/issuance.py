@@ -28,6 +28,7 @@ class ChallengeReport:
     name: str
     dns_name: str
     state: str
+    created: float  # the Challenge appeared (cert-manager's orders controller made it)
     scheduled: float | None  # cert-manager's scheduler set it processing
     solver: float | None  # its solver Service appeared (cert-manager's Present)
     wired: float | None  # the gateway had somewhere to send the token
@@ -46,6 +47,7 @@ class ChallengeReport:
             "name": self.name,
             "dns_name": self.dns_name,
             "state": self.state,
+            "created_s": r(self.created),
             "scheduled_s": r(self.scheduled),
             "solver_s": r(self.solver),
             "wired_s": r(self.wired),
@@ -155,6 +157,7 @@ def report(
                 name=m.name,
                 dns_name=m.dns_name,
                 state=m.state,
+                created=m.created - issuance.started,
                 scheduled=rel(m.processing),
                 solver=rel(timeline.solver_created(uid)),
                 wired=rel(timeline.wired(uid)),

@@ -47,12 +47,13 @@ def test_percentiles_are_nearest_rank() -> None:
 
 def test_series_counts_pending_wired_valid_and_ready() -> None:
     spans = [
-        ChallengeSpan(created=0.0, wired=0.5, final=2.0, valid=True),
-        ChallengeSpan(created=1.0, wired=None, final=None, valid=False),
+        ChallengeSpan(created=0.0, scheduled=0.0, wired=0.5, final=2.0, valid=True),
+        ChallengeSpan(created=1.0, scheduled=2.5, wired=None, final=None, valid=False),
     ]
     s = series(spans, ready=[2.5], until=3.0, step=1.0)
     assert s["t"] == [0.0, 1.0, 2.0, 3.0]
     assert s["pending"] == [1, 2, 1, 1]
+    assert s["processing"] == [1, 1, 0, 1]
     assert s["wired"] == [0, 1, 0, 0]
     assert s["valid"] == [0, 0, 1, 1]
     assert s["ready"] == [0, 0, 0, 1]
@@ -77,7 +78,7 @@ def test_table_and_picture(tmp_path: Path) -> None:
         "all_ready_s": 40.0,
         "time_to_ready_s": {"p50": 20.0, "p95": 30.0, "p99": 39.0},
         "ready_certificates": "3/3",
-        "series": series([ChallengeSpan(0.0, 0.5, 20.0, True)], [21.0], until=25.0),
+        "series": series([ChallengeSpan(0.0, 0.1, 0.5, 20.0, True)], [21.0], until=25.0),
     }
     report = {"title": "tiny", "phases": {"baseline": phase, "cloud": {**phase, "all_ready_s": 42.0}}}
     table = markdown(report)
