@@ -1,4 +1,9 @@
-"""Process wiring: client, controller and HTTP server under one task group."""
+"""Process wiring: client, start-up checks, controller and HTTP server under one task group.
+
+Exit codes (`kube/diagnosis.ExitCode`): 0 after a clean stop, 2 when our own configuration cannot work
+(settings, kubeconfig), 1 when the cluster does not let us run (unreachable, a CRD or a permission
+missing, the leader lease lost) or the metrics address cannot be bound.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ import uuid
 
 import anyio
 
-from reconciler import __version__, server
+from reconciler import __version__, access, server
 from reconciler.config import Settings
 from reconciler.controller import Controller
+from reconciler.kube import preflight
 from reconciler.kube.client import KubeClient, Limits
+from reconciler.kube.diagnosis import StartupError
+from reconciler.kube.informer import not_ready as not_ready_informers
 from reconciler.kube.leader import LeaderElector, LeadershipLost
 from reconciler.metrics import Metrics
 
@@ -24,31 +32,48 @@ async def serve(settings: Settings) -> int:
     try:
         limits = Limits(qps=settings.qps, burst=settings.burst)
         client = await KubeClient.connect(metrics, settings.kubeconfig, settings.context, limits)
-    except Exception as exc:
-        log.error("cannot load Kubernetes client configuration", extra={"error": str(exc)})
-        return 1
+    except StartupError as exc:
+        return _failed(exc)
     controller = Controller(client, settings, metrics)
     host, port = settings.bind_host_port()
+    checked = False
     standby = settings.leader_elect  # until the lease is ours: ready (a rollout must not wait on it), no writes
-    app = server.build_app(
-        metrics,
-        ready=lambda: controller.ready() if controller.started or not standby else True,
-        healthy=lambda: True,
-    )
+
+    def not_ready() -> str | None:
+        if not checked:
+            return "start-up checks running"
+        if standby and not controller.started:
+            return None
+        return not_ready_informers(controller.informers) if controller.started else "starting"
+
+    app = server.build_app(metrics, not_ready=not_ready, healthy=lambda: True, challenges=controller.challenges)
     try:
         runner, bound = await server.start(host, port, app)
     except OSError as exc:
         log.error("cannot bind metrics address", extra={"address": settings.metrics_bind_address, "error": str(exc)})
         await client.close()
         return 1
+    try:
+        # Before the election too: a standby that could never lead must say so now, not at takeover.
+        lease_namespace = settings.leader_election_namespace if settings.leader_elect else None
+        needs = access.for_policy(controller.policy, settings.namespaces, lease_namespace)
+        report = await preflight.run(client, needs, settings.startup_timeout)
+    except StartupError as exc:
+        await runner.cleanup()
+        await client.close()
+        return _failed(exc)
+    checked = True
     log.info(
         "started",
         extra={
             "version": __version__,
             "apiserver": client.host,
+            "kubernetes": report.version,
+            "user": report.user or "unknown",
             "metrics": f"http://{host}:{bound}/metrics",
             "backend_mode": settings.backend_mode.value,
             "route_mode": settings.route_mode.value,
+            "dry_run": settings.dry_run,
             "namespaces": ",".join(settings.namespaces) or "all",
         },
     )
@@ -104,6 +129,13 @@ async def _run(controller: Controller, elector: LeaderElector | None, metrics: M
         return 1
     await elector.release()
     return 0
+
+
+def _failed(exc: StartupError) -> int:
+    """One line per problem, each naming its cause and fix; the exit code says whose problem it is."""
+    for line in exc.lines:
+        log.error(line)
+    return int(exc.exit_code)
 
 
 def _elector(settings: Settings, client: KubeClient, metrics: Metrics) -> LeaderElector | None:

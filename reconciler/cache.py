@@ -3,12 +3,26 @@ the project index (project namespace -> Project). Pure data; the informers fill 
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 from reconciler.kube.store import Store, by_controller_uid, by_label, by_namespace, by_uid
-from reconciler.model import Backend, Challenge, HTTPRoute, Project, Service
-from reconciler.names import service_of_backend
+from reconciler.model import (
+    Backend,
+    Challenge,
+    DomainClaim,
+    EnvoyProxy,
+    Gateway,
+    GatewayClass,
+    HTTPRoute,
+    ProbeResult,
+    Project,
+    ServedRoute,
+    Service,
+)
+from reconciler.names import WILDCARD_PREFIX, service_of_backend
 
 NAMESPACE = "namespace"
 CONTROLLER_UID = "controller-uid"
@@ -21,6 +35,31 @@ PROJECT_NAMESPACE = "project-namespace"
 SOLVER_LABEL = "solver-label"
 """Services by `<namespace>/<solver label value>`: the solver Services of a namespace without a scan."""
 DELETED_CHALLENGES_KEPT = 10_000
+HOSTNAME = "hostname"
+"""DomainClaims by their (lowercase) hostname; served routes by each hostname they list."""
+COVERED_BY = "covered-by"
+"""Challenges by every name whose claim or route would decide them: their dnsName and each wildcard above
+it (`a.b.c` -> `a.b.c`, `*.b.c`, `*.c`), so a claim or route change reaches exactly those Challenges."""
+
+
+def _host(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def claim_hostname(claim: DomainClaim) -> Iterable[str]:
+    return (claim.hostname,) if claim.hostname else ()
+
+
+def served_hostnames(route: ServedRoute) -> Iterable[str]:
+    return route.hostnames
+
+
+def covered_by(challenge: Challenge) -> Iterable[str]:
+    host = _host(challenge.dns_name)
+    if not host:
+        return ()
+    labels = host.split(".")
+    return (host, *(WILDCARD_PREFIX + ".".join(labels[i:]) for i in range(1, len(labels))))
 
 
 def route_service_refs(route: HTTPRoute) -> Iterable[str]:
@@ -43,7 +82,10 @@ def project_namespace(project: Project) -> Iterable[str]:
 class ClusterCache:
     """Implements `reconciler.reconcile.snapshot.Snapshot` over the informers' stores."""
 
-    def __init__(self, solver_label: str = "acme.cert-manager.io/http01-solver") -> None:
+    def __init__(
+        self, solver_label: str = "acme.cert-manager.io/http01-solver", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.clock = clock
         self.services: Store[Service] = Store(
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SOLVER_LABEL: by_label(solver_label)}
         )
@@ -52,8 +94,20 @@ class ClusterCache:
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SERVICE_BACKEND_REF: route_service_refs}
         )
         self.shadows: Store[HTTPRoute] = Store({NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid})
-        self.challenges: Store[Challenge] = Store({NAMESPACE: by_namespace, UID: by_uid}, on_delete=self._deleted)
+        self.challenges: Store[Challenge] = Store(
+            {NAMESPACE: by_namespace, UID: by_uid, COVERED_BY: covered_by}, on_delete=self._deleted
+        )
         self.projects: Store[Project] = Store({PROJECT_NAMESPACE: project_namespace})
+        self.claims: Store[DomainClaim] = Store({HOSTNAME: claim_hostname})
+        self.served_http: Store[ServedRoute] = Store({HOSTNAME: served_hostnames})
+        self.served_tls: Store[ServedRoute] = Store({HOSTNAME: served_hostnames})
+        self.gateways: Store[Gateway] = Store()
+        self.gateway_classes: Store[GatewayClass] = Store()
+        self.envoy_proxies: Store[EnvoyProxy] = Store()
+        self.probes: dict[str, ProbeResult] = {}
+        """The gateway probe's last answer per Challenge uid (the shell observes, decisions read)."""
+        self.exposures: dict[str, float] = {}
+        """Service uid -> when it was first seen exposed on the EIP without an address."""
         self.deleted_challenges: OrderedDict[str, None] = OrderedDict()
         """Uids of Challenges seen deleted, newest last, bounded: their solver objects linger until the
         garbage collector removes them and must not be taken for forgeries meanwhile."""
@@ -76,6 +130,10 @@ class ClusterCache:
 
     def services_in(self, namespace: str) -> Sequence[Service]:
         return self.services.by_index(NAMESPACE, namespace)
+
+    def solver_namespaces(self) -> list[str]:
+        """Namespaces with at least one Service labelled as a solver."""
+        return [value[: -len("/true")] for value in self.services.index_values(SOLVER_LABEL) if value.endswith("/true")]
 
     def solver_services_in(self, namespace: str) -> Sequence[Service]:
         """Services labelled as solvers (a claim only; ownership is checked by the reconcilers)."""
@@ -105,8 +163,9 @@ class ClusterCache:
         return uid in self.deleted_challenges
 
     def _deleted(self, challenge: Challenge) -> None:
-        """Remember a deleted Challenge (bounded), for `challenge_was_deleted`."""
+        """Remember a deleted Challenge (bounded), for `challenge_was_deleted`; forget what was observed."""
         uid = challenge.meta.uid
+        self.probes.pop(uid, None)
         self.deleted_challenges[uid] = None
         self.deleted_challenges.move_to_end(uid)
         while len(self.deleted_challenges) > DELETED_CHALLENGES_KEPT:
@@ -114,3 +173,32 @@ class ClusterCache:
 
     def projects_for(self, namespace: str) -> Sequence[Project]:
         return self.projects.by_index(PROJECT_NAMESPACE, namespace)
+
+    def claim(self, hostname: str) -> DomainClaim | None:
+        found = self.claims.by_index(HOSTNAME, hostname)
+        return found[0] if found else None
+
+    def routes_serving(self, hostname: str) -> Sequence[ServedRoute]:
+        return [*self.served_http.by_index(HOSTNAME, hostname), *self.served_tls.by_index(HOSTNAME, hostname)]
+
+    def challenges_covered_by(self, hostname: str) -> Sequence[Challenge]:
+        """Challenges a claim or route for `hostname` (exact or `*.` wildcard) decides."""
+        return self.challenges.by_index(COVERED_BY, hostname)
+
+    def gateway(self, namespace: str, name: str) -> Gateway | None:
+        return self.gateways.get((namespace, name))
+
+    def gateway_class(self, name: str) -> GatewayClass | None:
+        return self.gateway_classes.get(("", name))
+
+    def envoy_proxy(self, namespace: str, name: str) -> EnvoyProxy | None:
+        return self.envoy_proxies.get((namespace, name))
+
+    def probe_result(self, challenge_uid: str) -> ProbeResult | None:
+        return self.probes.get(challenge_uid)
+
+    def exposed_since(self, service_uid: str) -> float | None:
+        return self.exposures.get(service_uid)
+
+    def now(self) -> str:
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

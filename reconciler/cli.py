@@ -38,9 +38,25 @@ def _parser() -> argparse.ArgumentParser:
     a("--route-mode", choices=[m.value for m in RouteMode], help="how challenge paths reach the Backend")
     a("--eip-name", help="EIP solver Services bind on (default default-gw)")
     a("--solver-port-range", metavar="LOW-HIGH", help="external ports for solver Services on the EIP (8089-8188)")
+    a(
+        "--max-challenges-per-project",
+        type=int,
+        metavar="N",
+        help="challenges of one project wired at once; the rest wait, oldest first (default 10)",
+    )
+    a("--dry-run", action="store_true", default=None, help="decide and log every write, send none")
+    a(
+        "--probe",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="GET routed challenge paths through the gateway and tell the Challenge what it answers (default on)",
+    )
+    a("--probe-address", metavar="HOST[:PORT]", help="where the probe reaches the gateway (default: its Gateway's)")
+    a("--address-timeout", type=float, metavar="SECONDS", help="EIP address wait before a NoAddress Warning (30)")
     a("--service-workers", type=int)
     a("--backend-workers", type=int)
     a("--route-workers", type=int)
+    a("--challenge-workers", type=int)
     a("--qps", type=float, help="client-side API request rate (default 20)")
     a("--burst", type=int, help="client-side API request burst (default 40)")
     a("--resync-period", type=float, help="seconds between safety resyncs, 0 = off (default 600)")

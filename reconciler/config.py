@@ -37,11 +37,16 @@ class Settings(BaseSettings, PolicyFields):
     service_workers: int = Field(default=2, ge=1, le=64)
     backend_workers: int = Field(default=2, ge=1, le=64)
     route_workers: int = Field(default=2, ge=1, le=64)
+    challenge_workers: int = Field(default=4, ge=1, le=64, description="workers telling Challenges and probing")
+    dry_run: bool = Field(default=False, description="decide and log every write, send none")
 
     qps: float = Field(default=20.0, gt=0, description="client-side API request rate")
     burst: int = Field(default=40, ge=1, description="client-side API request burst")
     resync_period: float = Field(default=600.0, ge=0, description="seconds between safety resyncs; 0 = off")
     watch_timeout: int = Field(default=300, ge=10, description="server-side timeout of one watch request")
+    startup_timeout: float = Field(
+        default=30.0, gt=0, description="seconds the start-up checks wait for the API server to answer"
+    )
 
     leader_elect: bool = Field(default=False, description="take part in leader election; only the leader writes")
     leader_election_namespace: str = Field(

@@ -28,13 +28,14 @@ from reconciler.kube.store import Change
 from reconciler.metrics import Metrics
 from reconciler.model import Key
 from reconciler.policy import Policy
-from reconciler.reconcile import backends, routes, services, shadows
+from reconciler.probe import Prober
+from reconciler.reconcile import backends, diagnosis, routes, services, shadows
 from reconciler.reconcile.intents import Decision, Kind
 from reconciler.reconcile.snapshot import Snapshot
-from reconciler.tracking import ChallengeOutcomes, RouteWiring
-from reconciler.triggers import Wake
+from reconciler.tracking import ChallengeAges, ChallengeOutcomes, Exposures, ProjectInfo, RouteWiring, WaitingChallenges
+from reconciler.triggers import Wake, matters
 from reconciler.watches import Watch, watches
-from reconciler.writer import Requeue, Writer
+from reconciler.writer import Outcome, Requeue, Writer
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,11 @@ class Loops:
     backends: Loop
     routes: Loop
     shadows: Loop
+    challenges: Loop
+    """What each Challenge's owner is told (Events) and the gateway probe (`reconcile/diagnosis.py`)."""
 
     def __iter__(self) -> Iterator[Loop]:
-        return iter((self.services, self.backends, self.routes, self.shadows))
+        return iter((self.services, self.backends, self.routes, self.shadows, self.challenges))
 
     def enqueue(self, wake: Wake) -> None:
         for key in wake.services:
@@ -75,6 +78,8 @@ class Loops:
             self.routes.queue.add(key)
         for key in wake.shadows:
             self.shadows.queue.add(key)
+        for key in wake.challenges:
+            self.challenges.queue.add(key)
 
 
 def _loops(settings: Settings, metrics: Metrics) -> Loops:
@@ -86,6 +91,7 @@ def _loops(settings: Settings, metrics: Metrics) -> Loops:
         backends=loop("backends", backends.reconcile_backend, settings.backend_workers, Kind.SERVICE),
         routes=loop("routes", routes.reconcile_route, settings.route_workers, Kind.HTTPROUTE),
         shadows=loop("shadows", shadows.reconcile_shadow, settings.route_workers, Kind.SERVICE),
+        challenges=loop("challenges", diagnosis.diagnose, settings.challenge_workers, Kind.CHALLENGE),
     )
 
 
@@ -98,8 +104,19 @@ class Controller:
         self.loops = _loops(settings, metrics)
         self.outcomes = ChallengeOutcomes(metrics, self.cache)
         self.wiring = RouteWiring(metrics)
-        table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe)
-        self.writer = Writer(client, self.cache, table, self.policy, EventRecorder(client, metrics), metrics)
+        self.exposures = Exposures(self.cache, self.policy)
+        for collector in (
+            WaitingChallenges(self.cache, self.policy),
+            ChallengeAges(self.cache),
+            ProjectInfo(self.cache),
+        ):
+            metrics.registry.register(collector)
+        table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe, self.exposures.observe)
+        recorder = EventRecorder(client, metrics, dry_run=settings.dry_run)
+        self.writer = Writer(
+            client, self.cache, table, self.policy, recorder, metrics, dry_run=settings.dry_run, on_change=self._changed
+        )
+        self.prober = Prober(metrics)
         self.informers = [self._informer(client, watch, ns) for watch in table for ns in self._scopes(watch)]
         # Port allocation reads every Service of a namespace: decisions there are taken one at a time,
         # each seeing the previous one's result (written through to the cache).
@@ -114,23 +131,26 @@ class Controller:
 
     def _informer(self, client: KubeClient, watch: Watch[Any], namespace: str | None) -> Informer[Any]:
         keep = self.policy.annotation_keys()
-
-        def handle(change: Change[Any]) -> None:
-            if watch.observe is not None:
-                watch.observe(change)
-            self.loops.enqueue(watch.trigger(change, self.cache))
-
         return Informer(
             client,
             watch.resource,
             lambda raw: watch.parse(raw, keep),
             watch.store,
-            handle,
+            lambda change: self._changed(watch, change),
             self.metrics,
             namespace=namespace,
             label_selector=str(watch.selector) if watch.selector else None,
             watch_timeout=self.settings.watch_timeout,
+            optional=watch.optional,
         )
+
+    def _changed(self, watch: Watch[Any], change: Change[Any]) -> None:
+        """A change of the cache (a watch event, or a write's answer): bookkeeping, then the keys it wakes."""
+        if not matters(change):
+            return
+        if watch.observe is not None:
+            watch.observe(change)
+        self.loops.enqueue(watch.trigger(change, self.cache))
 
     def ready(self) -> bool:
         return self.started and all(i.synced.is_set() for i in self.informers)
@@ -168,6 +188,7 @@ class Controller:
                 for loop in self.loops:
                     await loop.queue.wait_drained()
             tg.cancel_scope.cancel()
+        await self.prober.aclose()
 
     def stop(self) -> None:
         self._stop.set()
@@ -218,11 +239,24 @@ class Controller:
         decision = loop.reconcile(key, self.cache, self.policy)
         for refusal in decision.refusals:
             await self.writer.report(refusal)
+        for notice in decision.notices:
+            await self.writer.notify(notice)
         if decision.skipped and not decision.writes:
             log.debug(
                 "no action",
                 extra={"controller": loop.name, "object": f"{key[0]}/{key[1]}", "reason": decision.skipped.value},
             )
         for write in decision.writes:
-            await self.writer.apply(write, (loop.subject, key))
+            if await self.writer.apply(write, (loop.subject, key)) not in (Outcome.SUCCESS, Outcome.DRY_RUN):
+                break  # later writes depend on this one (a claim before the wiring); its event re-triggers
         self.wiring.decided(decision, rewrites_route=loop is self.loops.routes)
+        if decision.probe is not None:
+            self.cache.probes[decision.probe.challenge_uid] = await self.prober.probe(decision.probe)
+            loop.queue.add(key)  # look again with the answer
+        elif decision.recheck_after is not None:
+            loop.queue.add_after(key, decision.recheck_after)
+
+    def challenges(self) -> list[dict[str, object]]:
+        """Every Challenge under way, hop by hop (`/debug/challenges`)."""
+        found = (diagnosis.progress(c, self.cache, self.policy) for c in self.cache.challenges if not c.final)
+        return [p.as_dict() for p in sorted(found, key=lambda p: p.challenge)]

@@ -89,7 +89,15 @@ class Metrics:
             "Route mode patch: solver HTTPRoutes routed to the Backend again after a revert.",
         )
         self.writes = counter(
-            f"{NS}_writes_total", "Writes the reconciler sent, by kind, verb and result.", "kind", "verb", "result"
+            f"{NS}_writes_total",
+            "Writes the reconciler decided, by kind, verb and result; dry_run=true: logged, not sent.",
+            *("kind", "verb", "result", "dry_run"),
+        )
+        self.probes = counter(
+            f"{NS}_gateway_probes_total",
+            "GETs of a routed challenge path through the gateway, by result "
+            "(ok, wrong_body, bad_status, connection_error).",
+            "result",
         )
         self.refusals = counter(
             f"{NS}_refusals_total",

@@ -8,7 +8,7 @@ Everything here is plain data; nothing does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -126,6 +126,8 @@ class Service(View):
     ports: tuple[ServicePort, ...] = ()
     ingress: tuple[str, ...] = ()
     """`status.loadBalancer.ingress[*]` addresses (ip, else hostname), in order."""
+    cluster_ip: str = ""
+    """`spec.clusterIP`; "None" for a headless Service, which can never become a LoadBalancer."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Service:
@@ -134,6 +136,7 @@ class Service(View):
         return cls(
             meta=Meta.from_raw(raw, keep_annotations),
             type=spec.get("type") or "ClusterIP",
+            cluster_ip=spec.get("clusterIP") or "",
             ports=tuple(
                 ServicePort(
                     name=p.get("name"),
@@ -160,9 +163,38 @@ class BackendEndpoint(View):
     unix: str | None = None
 
 
+class Condition(View):
+    """One `status.conditions[]` entry, as Envoy Gateway reports on Backends and routes."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+    @classmethod
+    def all_from(cls, conditions: Any) -> tuple[Condition, ...]:
+        return tuple(
+            cls(
+                type=str(c.get("type") or ""),
+                status=str(c.get("status") or ""),
+                reason=str(c.get("reason") or ""),
+                message=str(c.get("message") or ""),
+            )
+            for c in conditions or ()
+            if isinstance(c, Mapping)
+        )
+
+
+def failing(conditions: tuple[Condition, ...], *types: str) -> Condition | None:
+    """The first of these condition types whose status is False (not merely absent or Unknown)."""
+    return next((c for c in conditions if c.type in types and c.status == "False"), None)
+
+
 class Backend(View):
     meta: Meta
     endpoints: tuple[BackendEndpoint, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    """What Envoy Gateway says about it (`Accepted`)."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Backend:
@@ -175,7 +207,8 @@ class Backend(View):
                 endpoints.append(BackendEndpoint(fqdn=fqdn.get("hostname"), port=fqdn.get("port")))
             elif unix:
                 endpoints.append(BackendEndpoint(unix=unix.get("path")))
-        return cls(meta=Meta.from_raw(raw, keep_annotations), endpoints=tuple(endpoints))
+        conditions = Condition.all_from((raw.get("status") or {}).get("conditions"))
+        return cls(meta=Meta.from_raw(raw, keep_annotations), endpoints=tuple(endpoints), conditions=conditions)
 
 
 class BackendRef(View):
@@ -200,21 +233,36 @@ class BackendRef(View):
         )
 
 
+class ParentStatus(View):
+    """A Gateway's verdict on a route (`status.parents[]`): namespace/name of the Gateway and conditions."""
+
+    gateway: str
+    conditions: tuple[Condition, ...] = ()
+
+
 class HTTPRoute(View):
     meta: Meta
     parent_refs: tuple[JSON, ...] = ()
     hostnames: tuple[str, ...] = ()
     rules: tuple[JSON, ...] = ()
     """Rules as the API server returned them: patch mode rewrites them whole (merge patch replaces lists)."""
+    parents: tuple[ParentStatus, ...] = ()
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> HTTPRoute:
         spec = raw.get("spec") or {}
+        meta = Meta.from_raw(raw, keep_annotations)
+        parents = []
+        for parent in (raw.get("status") or {}).get("parents") or ():
+            ref = parent.get("parentRef") or {}
+            gateway = f"{ref.get('namespace') or meta.namespace}/{ref.get('name') or ''}"
+            parents.append(ParentStatus(gateway=gateway, conditions=Condition.all_from(parent.get("conditions"))))
         return cls(
-            meta=Meta.from_raw(raw, keep_annotations),
+            meta=meta,
             parent_refs=tuple(spec.get("parentRefs") or ()),
             hostnames=tuple(spec.get("hostnames") or ()),
             rules=tuple(spec.get("rules") or ()),
+            parents=tuple(parents),
         )
 
     def backend_refs(self) -> tuple[BackendRef, ...]:
@@ -225,6 +273,8 @@ class Challenge(View):
     meta: Meta
     dns_name: str = ""
     token: str = ""
+    key: str = ""
+    """The key authorization the solver serves (public by design: the ACME server fetches it)."""
     type: str = ""
     state: str = ""
 
@@ -235,6 +285,7 @@ class Challenge(View):
             meta=Meta.from_raw(raw, keep_annotations),
             dns_name=spec.get("dnsName") or "",
             token=spec.get("token") or "",
+            key=spec.get("key") or "",
             type=spec.get("type") or "",
             state=(raw.get("status") or {}).get("state") or "",
         )
@@ -261,3 +312,156 @@ class Project(View):
             project_namespace=status_ns or f"{meta.namespace}-{meta.name}",
             network_type=spec.get("egressNetworkType") or spec.get("externalNetworkType"),
         )
+
+
+class ProjectRef(View):
+    """A kube-dc Project as a claim names it: its organization (the Project's namespace) and name."""
+
+    organization: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.organization}/{self.name}"
+
+
+class DomainClaim(View):
+    """Which project owns a hostname on the shared gateway (cluster-scoped, our API group)."""
+
+    meta: Meta
+    hostname: str = ""
+    project: ProjectRef | None = None
+    namespace: str = ""
+    """The project namespace its challenges run in."""
+    contenders: tuple[str, ...] = ()
+    """uids of the most recent other projects' Challenges refused for this name (bounded)."""
+    refused: int = 0
+    """How many Challenges of other projects were refused for this name."""
+    contested_since: str = ""
+    """lastTransitionTime of the Contested condition, kept when later contenders are recorded."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> DomainClaim:
+        spec = raw.get("spec") or {}
+        status = raw.get("status") or {}
+        project = spec.get("project") or {}
+        org, name = project.get("organization"), project.get("name")
+        refused = status.get("refusedChallenges")
+        contested = [c for c in status.get("conditions") or () if isinstance(c, dict) and c.get("type") == "Contested"]
+        return cls(
+            meta=Meta.from_raw(raw, keep_annotations),
+            hostname=str(spec.get("hostname") or "").lower(),
+            project=ProjectRef(organization=org, name=name) if isinstance(org, str) and isinstance(name, str) else None,
+            namespace=str(spec.get("namespace") or ""),
+            contenders=tuple(str(c) for c in status.get("recentContenders") or () if isinstance(c, str)),
+            refused=refused if isinstance(refused, int) else 0,
+            contested_since=str(contested[0].get("lastTransitionTime") or "") if contested else "",
+        )
+
+
+class ServedRoute(View):
+    """Any HTTPRoute or TLSRoute, reduced to the hostnames it serves: who already serves a name."""
+
+    meta: Meta
+    kind: str
+    hostnames: tuple[str, ...] = ()
+    attached: bool = False
+    """Has parentRefs: it is (meant to be) served by a Gateway."""
+
+    @classmethod
+    def parser(cls, kind: str) -> Callable[[Mapping[str, Any], frozenset[str] | None], ServedRoute]:
+        def parse(raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> ServedRoute:
+            spec = raw.get("spec") or {}
+            return cls(
+                meta=Meta.from_raw(raw, frozenset()),
+                kind=kind,
+                hostnames=tuple(str(h).lower() for h in spec.get("hostnames") or () if isinstance(h, str)),
+                attached=bool(spec.get("parentRefs")),
+            )
+
+        return parse
+
+
+class ParamsRef(View):
+    """A Gateway's or GatewayClass's `parametersRef`: which EnvoyProxy configures its data plane."""
+
+    group: str = ""
+    kind: str = ""
+    name: str = ""
+    namespace: str = ""
+
+    @classmethod
+    def from_raw(cls, raw: Any, namespace: str = "") -> ParamsRef | None:
+        if not isinstance(raw, Mapping) or not raw.get("name"):
+            return None
+        return cls(
+            group=str(raw.get("group") or ""),
+            kind=str(raw.get("kind") or ""),
+            name=str(raw["name"]),
+            namespace=str(raw.get("namespace") or namespace),
+        )
+
+    @property
+    def envoy_proxy(self) -> bool:
+        return self.group == BACKEND_GROUP and self.kind == "EnvoyProxy"
+
+
+class GatewayClass(View):
+    meta: Meta
+    params: ParamsRef | None = None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> GatewayClass:
+        spec = raw.get("spec") or {}
+        return cls(meta=Meta.from_raw(raw, frozenset()), params=ParamsRef.from_raw(spec.get("parametersRef")))
+
+
+class Gateway(View):
+    meta: Meta
+    class_name: str = ""
+    params: ParamsRef | None = None
+    """`spec.infrastructure.parametersRef` (same namespace as the Gateway)."""
+    addresses: tuple[str, ...] = ()
+    """`status.addresses[].value`: where clients (and our probe) reach it."""
+    http_port: int | None = None
+    """The port of its first plain-HTTP listener (the one ACME HTTP-01 uses)."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Gateway:
+        meta = Meta.from_raw(raw, frozenset())
+        spec = raw.get("spec") or {}
+        infra = spec.get("infrastructure") or {}
+        listeners = [ln for ln in spec.get("listeners") or () if isinstance(ln, Mapping)]
+        http = next((ln.get("port") for ln in listeners if ln.get("protocol") == "HTTP"), None)
+        addresses = (raw.get("status") or {}).get("addresses") or ()
+        return cls(
+            meta=meta,
+            class_name=str(spec.get("gatewayClassName") or ""),
+            params=ParamsRef.from_raw(infra.get("parametersRef"), meta.namespace),
+            addresses=tuple(str(a["value"]) for a in addresses if isinstance(a, Mapping) and a.get("value")),
+            http_port=http if isinstance(http, int) else None,
+        )
+
+
+class EnvoyProxy(View):
+    meta: Meta
+    preserve_route_order: bool = False
+    """Envoy Gateway keeps route creation order instead of sorting rules by specificity."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> EnvoyProxy:
+        spec = raw.get("spec") or {}
+        return cls(meta=Meta.from_raw(raw, frozenset()), preserve_route_order=spec.get("preserveRouteOrder") is True)
+
+
+class ProbeResult(View):
+    """One GET of a challenge path through the gateway (the shell's observation; core decisions read it)."""
+
+    ok: bool
+    result: str
+    """`ok`, `wrong_body`, `bad_status` or `connection_error` (the metric's label)."""
+    detail: str
+    at: float
+    """`clock()` seconds."""
+    route_uid: str
+    """The route that was probed: a new route is probed afresh."""
+    attempts: int = 1

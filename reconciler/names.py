@@ -24,3 +24,16 @@ def service_of_backend(backend: str) -> str | None:
 
 def shadow_name(service_name: str) -> str:
     return service_name + SHADOW_SUFFIX
+
+
+WILDCARD_PREFIX = "*."
+WILDCARD_NAME_PREFIX = "wildcard."
+
+
+def claim_name(hostname: str) -> str:
+    """The DomainClaim object for a hostname: the hostname itself; `*.example.com` is
+    `wildcard.example.com` (a `*` is not allowed in object names). The CRD checks the same rule, so there
+    is one claim object per hostname and the API server decides who was first."""
+    if hostname.startswith(WILDCARD_PREFIX):
+        return WILDCARD_NAME_PREFIX + hostname[len(WILDCARD_PREFIX) :]
+    return hostname

@@ -22,6 +22,7 @@ class BackendMode(StrEnum):
 class RouteMode(StrEnum):
     """How a solver's challenge path reaches its Backend."""
 
+    AUTO = "auto"  # shadow, unless the route's Gateway keeps route order (EnvoyProxy preserveRouteOrder): patch
     SHADOW = "shadow"  # a companion HTTPRoute that wins by precedence; cert-manager's route is never edited
     PATCH = "patch"  # rewrite cert-manager's HTTPRoute backendRefs in place (the PRD's design; reverted by
     # cert-manager before every self-check, and re-patched)
@@ -42,7 +43,17 @@ class PolicyFields(BaseModel):
     managed_by_label: str = "app.kubernetes.io/managed-by"
     managed_by_value: str = "acme-gateway-reconciler"
     backend_mode: BackendMode = BackendMode.ALL
-    route_mode: RouteMode = RouteMode.SHADOW
+    route_mode: RouteMode = RouteMode.AUTO
+    max_challenges_per_project: int = Field(
+        default=10, ge=1, description="challenges of one project wired at once; the rest wait, oldest first"
+    )
+    address_timeout: float = Field(
+        default=30.0, gt=0, description="seconds an exposed solver may wait for its EIP address before a Warning"
+    )
+    probe: bool = Field(default=True, description="GET the challenge path through the gateway once it is routed")
+    probe_address: str = Field(
+        default="", description="HOST[:PORT] the probe sends to; empty: the route's Gateway's address, HTTP port"
+    )
 
 
 class Policy(PolicyFields):

@@ -13,16 +13,46 @@ from typing import Any, Generic, TypeVar
 
 from reconciler import triggers
 from reconciler.cache import ClusterCache
-from reconciler.kube.resources import BACKENDS, CHALLENGES, HTTPROUTES, PROJECTS, SERVICES, Resource
-from reconciler.kube.store import Change, Store
-from reconciler.model import Backend, Challenge, HasMeta, HTTPRoute, Project, Service
+from reconciler.kube.resources import (
+    BACKENDS,
+    CHALLENGES,
+    DOMAINCLAIMS,
+    ENVOYPROXIES,
+    GATEWAYCLASSES,
+    GATEWAYS,
+    HTTPROUTES,
+    PROJECTS,
+    SERVICES,
+    TLSROUTES,
+    Resource,
+)
+from reconciler.kube.store import Change, EventType, Store
+from reconciler.model import (
+    Backend,
+    Challenge,
+    DomainClaim,
+    EnvoyProxy,
+    Gateway,
+    GatewayClass,
+    HasMeta,
+    HTTPRoute,
+    Project,
+    ServedRoute,
+    Service,
+)
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind
 
 T = TypeVar("T", bound=HasMeta)
 
-WRITABLE: dict[Kind, Resource] = {Kind.SERVICE: SERVICES, Kind.BACKEND: BACKENDS, Kind.HTTPROUTE: HTTPROUTES}
-"""The resources our writes (and the Events about them) address, by the kind an intent names."""
+RESOURCES: dict[Kind, Resource] = {
+    Kind.SERVICE: SERVICES,
+    Kind.BACKEND: BACKENDS,
+    Kind.HTTPROUTE: HTTPROUTES,
+    Kind.CHALLENGE: CHALLENGES,
+    Kind.DOMAINCLAIM: DOMAINCLAIMS,
+}
+"""The resources our writes and Events address, by the kind an intent names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +83,15 @@ class Watch(Generic[T]):
     """Listed across all namespaces even when the controller is scoped (Projects live in org namespaces)."""
     observe: Callable[[Change[T]], None] | None = None
     """Metric bookkeeping that needs every change (`tracking`), before the keys are enqueued."""
+    optional: bool = False
+    """An API the cluster may not serve (TLSRoute): a missing resource counts as an empty list."""
 
     def holds(self, view: T) -> bool:
         return self.selector is None or self.selector.matches(view.meta.labels)
+
+
+served_http = ServedRoute.parser("HTTPRoute")
+served_tls = ServedRoute.parser("TLSRoute")
 
 
 def watches(
@@ -63,6 +99,7 @@ def watches(
     policy: Policy,
     challenges: Callable[[Change[Challenge]], None] | None = None,
     routes: Callable[[Change[HTTPRoute]], None] | None = None,
+    services: Callable[[Change[Service]], None] | None = None,
 ) -> tuple[Watch[Any], ...]:
     """The watches, in the order they are started; `challenges` and `routes` observe those changes."""
     managed = Selector(policy.managed_by_label, policy.managed_by_value)
@@ -70,21 +107,59 @@ def watches(
     return (
         Watch(PROJECTS, Project.from_raw, cache.projects, triggers.on_project, cluster_wide=True),
         Watch(CHALLENGES, Challenge.from_raw, cache.challenges, triggers.on_challenge, observe=challenges),
-        Watch(SERVICES, Service.from_raw, cache.services, triggers.on_service),
+        Watch(SERVICES, Service.from_raw, cache.services, triggers.on_service, observe=services),
         Watch(BACKENDS, Backend.from_raw, cache.backends, triggers.on_backend),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.routes, triggers.on_route, solver_routes, observe=routes),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.shadows, triggers.on_shadow, managed),
+        Watch(DOMAINCLAIMS, DomainClaim.from_raw, cache.claims, triggers.on_claim, cluster_wide=True),
+        # Every route serving a hostname anywhere decides domain claims, whatever namespaces are watched.
+        Watch(HTTPROUTES, served_http, cache.served_http, triggers.on_served_route, cluster_wide=True),
+        Watch(TLSROUTES, served_tls, cache.served_tls, triggers.on_served_route, cluster_wide=True, optional=True),
+        # Route mode `auto` and the probe read how the Gateways are set up.
+        Watch(GATEWAYS, Gateway.from_raw, cache.gateways, triggers.on_gateway_config, cluster_wide=True),
+        Watch(
+            GATEWAYCLASSES, GatewayClass.from_raw, cache.gateway_classes, triggers.on_gateway_config, cluster_wide=True
+        ),
+        Watch(
+            ENVOYPROXIES,
+            EnvoyProxy.from_raw,
+            cache.envoy_proxies,
+            triggers.on_gateway_config,
+            cluster_wide=True,
+            optional=True,
+        ),
     )
 
 
-def store_raw(table: tuple[Watch[Any], ...], resource: Resource, raw: Mapping[str, Any], keep: frozenset[str]) -> None:
+Changed = list[tuple[Watch[Any], Change[Any]]]
+"""What a write did to the cache, for the same triggers a watch event would have woken."""
+
+
+def forget(table: tuple[Watch[Any], ...], resource: Resource, key: tuple[str, str], uid: str) -> Changed:
+    """Drop a deleted object from every store that holds it (this very object: same uid), so no decision
+    deletes it a second time before the watch event arrives."""
+    changed: Changed = []
+    for watch in table:
+        if watch.resource == resource and (held := watch.store.get(key)) is not None and held.meta.uid == uid:
+            watch.store.delete(key)
+            changed.append((watch, Change(EventType.DELETED, held, None)))
+    return changed
+
+
+def store_raw(
+    table: tuple[Watch[Any], ...], resource: Resource, raw: Mapping[str, Any], keep: frozenset[str]
+) -> Changed:
     """Put an object into every store that watches such an object (unless a newer one is there): how a
-    write's answer reaches the cache before its watch event."""
+    write's answer reaches the cache, and the triggers, before its watch event (which then changes
+    nothing and wakes nothing)."""
+    changed: Changed = []
     if not isinstance(raw, Mapping) or not raw.get("metadata"):
-        return
+        return changed
     for watch in table:
         if watch.resource != resource:
             continue
         view = watch.parse(raw, keep)
         if watch.holds(view) and not watch.store.is_stale(view):
-            watch.store.upsert(view)
+            old = watch.store.upsert(view)
+            changed.append((watch, Change(EventType.ADDED if old is None else EventType.MODIFIED, old, view)))
+    return changed

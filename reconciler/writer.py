@@ -7,27 +7,31 @@ must see it), and raises `Requeue` when retrying later can help.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler.cache import ClusterCache
 from reconciler.kube.client import ApiError
-from reconciler.kube.events import EventRecorder, ObjectRef
-from reconciler.kube.resources import Resource
+from reconciler.kube.events import COMPONENT, EventRecorder, ObjectRef
+from reconciler.kube.resources import EVENTS, Resource
+from reconciler.kube.store import Change
 from reconciler.metrics import Metrics
 from reconciler.model import JSON, Key, Meta
 from reconciler.policy import Policy
-from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Refusal, Write
-from reconciler.watches import WRITABLE, Watch, store_raw
+from reconciler.reconcile.intents import Create, Delete, Kind, Notice, Patch, Refusal, Subject, Write
+from reconciler.watches import RESOURCES, Changed, Watch, forget, store_raw
 
 log = logging.getLogger(__name__)
 
 REPORTED_MAX = 10_000
-EVENT_MESSAGE_MAX = 1000
+REJECTED_MEMORY_SECONDS = 600.0
 
 
 class Requeue(Exception):
@@ -57,6 +61,10 @@ class Outcome(StrEnum):
     NAMESPACE_TERMINATING = "namespace_terminating"
     REJECTED = "rejected"
     ERROR = "error"
+    NOT_SENT = "not_sent"
+    """The very same write was rejected moments ago: not sent again (see `Writer.apply`)."""
+    DRY_RUN = "dry_run"
+    """`--dry-run`: decided and logged, not sent; the writes after it in the decision are decided too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,7 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
     if error.not_found and verb is Verb.PATCH:
         return Handling(Outcome.NOT_FOUND, "{verb} target is gone")
     if error.not_found and verb is Verb.DELETE:
-        return Handling(Outcome.SUCCESS, "{past} {kind}")  # already gone: what we wanted
+        return Handling(Outcome.NOT_FOUND, "{verb} target was already gone")  # what we wanted, not our doing
     if error.namespace_terminating:
         # Everything in it is going away; nothing to fix and nobody to tell.
         return Handling(Outcome.NAMESPACE_TERMINATING, "{verb} skipped: namespace is being deleted")
@@ -95,7 +103,13 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
 
 
 class WriteClient(Protocol):
-    async def patch(self, resource: Resource, namespace: str | None, name: str, body: Any) -> JSON: ...
+    async def list_page(
+        self, resource: Resource, namespace: str | None = None, *, field_selector: str | None = None, limit: int = 500
+    ) -> JSON: ...
+
+    async def patch(
+        self, resource: Resource, namespace: str | None, name: str, body: Any, *, subresource: str | None = None
+    ) -> JSON: ...
 
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> JSON: ...
 
@@ -105,7 +119,26 @@ class WriteClient(Protocol):
 
 
 def object_ref(kind: Kind, meta: Meta) -> ObjectRef:
-    return ObjectRef(WRITABLE[kind].api_version, kind.value, meta.namespace, meta.name, meta.uid)
+    return ObjectRef(RESOURCES[kind].api_version, kind.value, meta.namespace, meta.name, meta.uid)
+
+
+def subject_ref(subject: Subject) -> ObjectRef:
+    resource = RESOURCES[subject.kind]
+    return ObjectRef(resource.api_version, subject.kind.value, subject.namespace, subject.name, subject.uid)
+
+
+def _path(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _fingerprint(write: Write) -> str:
+    """The same write to the same object version (a Create's version is its body)."""
+    if isinstance(write, Delete):
+        return f"delete {write.kind} {write.namespace}/{write.name} {write.uid} {write.resource_version}"
+    body = json.dumps(write.body, sort_keys=True, default=str)
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    sub = write.subresource if isinstance(write, Patch) else None
+    return f"{type(write).__name__} {write.kind} {write.namespace}/{write.name}/{sub} {digest}"
 
 
 class Writer:
@@ -117,7 +150,14 @@ class Writer:
         policy: Policy,
         recorder: EventRecorder,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        dry_run: bool = False,
+        on_change: Callable[[Watch[Any], Change[Any]], None] | None = None,
     ) -> None:
+        self._on_change = on_change
+        """Where the cache changes a write made go: the triggers, as if the watch had seen them."""
+        self._dry_run = dry_run
+        """Decide and log every write, send none (`--dry-run`)."""
         self._client = client
         self._cache = cache
         self._table = table
@@ -125,64 +165,130 @@ class Writer:
         self._recorder = recorder
         self._metrics = metrics
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._rejected: OrderedDict[str, float] = OrderedDict()
+        self._clock = clock
 
-    async def apply(self, write: Write, subject: tuple[Kind, Key]) -> None:
+    async def apply(self, write: Write, subject: tuple[Kind, Key]) -> Outcome:
         """Sends one write; `subject` is the object the decision was about (for a WriteRejected Event).
-        Raises `Requeue` when the decision must be taken again later."""
-        resource = WRITABLE[write.kind]
+        Returns the outcome; raises `Requeue` when the decision must be taken again later."""
+        resource = RESOURCES[write.kind]
         verb = VERBS[type(write)]
+        fingerprint = _fingerprint(write)
+        if self._dry_run:
+            return self._would(write, verb, fingerprint)
+        rejected_at = self._rejected.get(fingerprint)
+        if rejected_at is not None and self._clock() - rejected_at < REJECTED_MEMORY_SECONDS:
+            # The API server refused exactly this write to exactly this version: sending it again on the
+            # next event in the namespace cannot succeed, and would flood the logs and Events.
+            self._count(write, verb, Outcome.NOT_SENT)
+            return Outcome.NOT_SENT
         error: ApiError | None = None
         try:
             if isinstance(write, Patch):
-                answer = await self._client.patch(resource, write.namespace, write.name, write.body)
-                store_raw(self._table, resource, answer, self._keep)
+                answer = await self._client.patch(
+                    resource, write.namespace, write.name, write.body, subresource=write.subresource
+                )
+                self._changed(store_raw(self._table, resource, answer, self._keep))
             elif isinstance(write, Create):
                 answer = await self._client.create(resource, write.namespace, write.body)
-                store_raw(self._table, resource, answer, self._keep)
+                self._changed(store_raw(self._table, resource, answer, self._keep))
             else:
                 await self._client.delete(resource, write.namespace, write.name, write.uid, write.resource_version)
         except ApiError as exc:
             error = exc
         how = handling(verb, error)
-        where: dict[str, Any] = {"kind": write.kind.value, "object": f"{write.namespace}/{write.name}"}
+        if isinstance(write, Delete) and how.outcome in (Outcome.SUCCESS, Outcome.NOT_FOUND):
+            self._changed(forget(self._table, resource, (write.namespace, write.name), write.uid))  # one delete
+        if how.outcome is Outcome.REJECTED:
+            self._rejected[fingerprint] = self._clock()
+            while len(self._rejected) > REPORTED_MAX:
+                self._rejected.popitem(last=False)
+        where: dict[str, Any] = {"kind": write.kind.value, "object": _path(write.namespace, write.name)}
         where["reason"] = write.reason
         if error is not None and how.outcome is not Outcome.NOT_FOUND:
             where |= {"status": error.status, "error": error.message}
-        self._metrics.writes.labels(write.kind.value, verb.value, how.outcome.value).inc()
+        self._count(write, verb, how.outcome)
         log.log(how.level, how.message.format(verb=verb.value, past=verb.past, kind=write.kind.value), extra=where)
         if how.report and error is not None:
             about = self._subject(*subject)
             if about is not None:
                 message = (
-                    f"{verb.value} {write.kind.value} {write.namespace}/{write.name} rejected "
+                    f"{verb.value} {write.kind.value} {_path(write.namespace, write.name)} rejected "
                     f"({error.status} {error.reason}): {error.message}"
                 )
-                await self._recorder.post(about, "Warning", "WriteRejected", message[:EVENT_MESSAGE_MAX])
+                await self._recorder.post(about, "Warning", "WriteRejected", message)
         if how.requeue:
             raise Requeue() from error
+        return how.outcome
 
     async def report(self, refusal: Refusal) -> None:
         """Log, count and show a refusal once per object and reason (not on every resync)."""
-        marker = (refusal.uid or f"{refusal.namespace}/{refusal.name}", refusal.reason.value)
-        if marker in self._reported:
+        if not self._first(refusal.subject, refusal.reason.value):
             return
-        self._reported[marker] = None
-        if len(self._reported) > REPORTED_MAX:
-            self._reported.popitem(last=False)
         self._metrics.refusals.labels(refusal.kind.value, refusal.reason.value).inc()
         log.warning(
             "refused",
             extra={
                 "kind": refusal.kind.value,
-                "object": f"{refusal.namespace}/{refusal.name}",
+                "object": _path(refusal.namespace, refusal.name),
                 "reason": refusal.reason.value,
                 "detail": refusal.message,
             },
         )
-        about = ObjectRef(
-            WRITABLE[refusal.kind].api_version, refusal.kind.value, refusal.namespace, refusal.name, refusal.uid
-        )
-        await self._recorder.post(about, "Warning", refusal.reason.value, refusal.message)
+        for subject in (refusal.subject, *refusal.also):
+            await self._recorder.post(subject_ref(subject), "Warning", refusal.reason.value, refusal.message)
+
+    async def notify(self, notice: Notice) -> None:
+        """Show a notice on each of its objects: once per object and reason, or (`repeat`) aggregated."""
+        message = notice.message
+        for subject in notice.subjects:
+            if not notice.repeat and not self._first(subject, notice.reason):
+                continue
+            if notice.cite is not None and message is notice.message:
+                message = await self._citing(notice.message, notice.cite)
+            await self._recorder.post(subject_ref(subject), notice.type, notice.reason, message, notice.repeat)
+
+    async def _citing(self, message: str, cited: Subject) -> str:
+        """`message` with the latest Events others (the platform) posted about `cited`."""
+        try:
+            page = await self._client.list_page(
+                EVENTS, cited.namespace, field_selector=f"involvedObject.uid={cited.uid}", limit=50
+            )
+        except Exception as exc:  # a best-effort detail of a best-effort Event
+            log.debug("could not read the events of the cited object", extra={"error": str(exc)})
+            return message
+        theirs = [e for e in page.get("items") or () if (e.get("source") or {}).get("component") != COMPONENT]
+        theirs.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        said = "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in theirs[-3:])
+        return f"{message}; the platform says: {said}" if said else f"{message}; the platform posted no Event about it"
+
+    def _would(self, write: Write, verb: Verb, fingerprint: str) -> Outcome:
+        """Dry run: log and count each distinct write once (decisions repeat, as nothing changes)."""
+        if fingerprint not in self._rejected:
+            self._rejected[fingerprint] = self._clock()
+            where = {"kind": write.kind.value, "object": _path(write.namespace, write.name), "reason": write.reason}
+            log.info(f"dry run: would {verb.value} {write.kind.value}", extra=where)
+            self._count(write, verb, Outcome.DRY_RUN)
+        return Outcome.DRY_RUN
+
+    def _changed(self, changed: Changed) -> None:
+        if self._on_change is not None:
+            for watch, change in changed:
+                self._on_change(watch, change)
+
+    def _count(self, write: Write, verb: Verb, outcome: Outcome) -> None:
+        dry_run = "true" if self._dry_run else "false"
+        self._metrics.writes.labels(write.kind.value, verb.value, outcome.value, dry_run).inc()
+
+    def _first(self, subject: Subject, reason: str) -> bool:
+        """True the first time (in a bounded memory) this object is told this reason."""
+        marker = (subject.uid or _path(subject.namespace, subject.name), reason)
+        if marker in self._reported:
+            return False
+        self._reported[marker] = None
+        if len(self._reported) > REPORTED_MAX:
+            self._reported.popitem(last=False)
+        return True
 
     def _subject(self, kind: Kind, key: Key) -> ObjectRef | None:
         obj = self._cache.service(*key) if kind is Kind.SERVICE else self._cache.route(*key)

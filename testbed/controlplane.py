@@ -19,7 +19,7 @@ import httpx
 
 from testbed.binaries import find_binaries
 from testbed.errors import ComponentError, ControlPlaneError
-from testbed.paths import crd_dir
+from testbed.paths import OWN_CRDS, crd_dir
 from testbed.pki import Pki, write_file, write_kubeconfig
 from testbed.ports import free_loopback_ports
 from testbed.process import Component
@@ -214,5 +214,6 @@ class ControlPlane(Component):
         docs = load_crds(sorted(self.crd_directory.glob("*.yaml")))
         if not docs:
             raise ControlPlaneError(f"no CRDs found in {self.crd_directory}")
+        docs += load_crds(sorted(OWN_CRDS.glob("*.yaml")))
         with self.sync_api(timeout=60) as api:
             self.crd_names = api.install_crds(docs, timeout=self.ready_timeout)

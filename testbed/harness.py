@@ -35,7 +35,7 @@ from testbed.certmanager import (
     present,
 )
 from testbed.controlplane import RECONCILER_SA_NAMESPACE, ControlPlane
-from testbed.kube import BY_KIND, CHALLENGES, NAMESPACES, Kube, Obj, load_manifests, wait_for
+from testbed.kube import BY_KIND, CHALLENGES, DOMAINCLAIMS, NAMESPACES, Kube, Obj, load_manifests, wait_for
 from testbed.kubedc import ensure_namespace
 from testbed.paths import REPO_ROOT
 from testbed.ports import free_loopback_ports
@@ -56,6 +56,15 @@ async def forget_namespace(api: Kube, name: str) -> None:
                 patch = {"metadata": {"finalizers": [f for f in finalizers if f != FINALIZER] or None}}
                 await api.patch(CHALLENGES, ch["metadata"]["name"], patch, name)
     await api.delete(NAMESPACES, name, missing_ok=True)
+
+
+async def forget_claims(api: Kube, namespace: str) -> None:
+    """Delete the DomainClaims a project namespace holds (cluster-scoped, so they outlive the namespace),
+    as an operator removing a project would: later tests may use the same names."""
+    with contextlib.suppress(Exception):
+        for claim in await api.list(DOMAINCLAIMS):
+            if claim.get("spec", {}).get("namespace") == namespace:
+                await api.delete(DOMAINCLAIMS, claim["metadata"]["name"], missing_ok=True)
 
 
 class NamespaceFactory(Protocol):

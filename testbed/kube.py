@@ -70,7 +70,11 @@ CLUSTERROLEBINDINGS = Resource(
 )
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", kind="Role")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", kind="RoleBinding")
-CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+CRDS = Resource(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False, kind="CustomResourceDefinition"
+)
+DOMAINCLAIMS = Resource("acme-gateway.kube-dc.com", "v1alpha1", "domainclaims", namespaced=False, kind="DomainClaim")
+TLSROUTES = Resource("gateway.networking.k8s.io", "v1", "tlsroutes", kind="TLSRoute")
 HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", kind="HTTPRoute")
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", kind="Gateway")
 GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", namespaced=False, kind="GatewayClass")
@@ -89,6 +93,9 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", kind="Deployment")
 
 # kind -> resource, for applying manifests (apiVersion is checked against the resource's).
 _MANIFEST_KINDS = (
+    CRDS,
+    DOMAINCLAIMS,
+    TLSROUTES,
     NAMESPACES,
     DEPLOYMENTS,
     SERVICES,
@@ -157,12 +164,20 @@ class Kube:
     def __init__(self, server: str, token: str, ca: ssl.SSLContext | Path, timeout: float = 30.0) -> None:
         verify = ca if isinstance(ca, ssl.SSLContext) else ssl.create_default_context(cafile=str(ca))
         self.server = server
+        self._token, self._verify, self._timeout = token, verify, timeout
         self._http = httpx.AsyncClient(
             base_url=server,
             verify=verify,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=timeout,
         )
+
+    def impersonating(self, user: str) -> Kube:
+        """A client acting as `user` (this admin client impersonating it), so the real RBAC decides what
+        that user may do; close it with ``async with``."""
+        other = Kube(self.server, self._token, self._verify, self._timeout)
+        other._http.headers["Impersonate-User"] = user
+        return other
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> Kube:

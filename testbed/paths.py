@@ -11,6 +11,8 @@ CRD_DIR_ENV: Final = "RECONCILER_CRD_DIR"
 # The upstream CRDs, unmodified; testbed/crds/README.md names each file's project, path and version.
 BUNDLED_CRDS: Final = REPO_ROOT / "testbed" / "crds"
 RESULTS_ENV: Final = "RECONCILER_TEST_RESULTS"
+# The project's own CRDs (DomainClaim), installed from the manifests operators apply.
+OWN_CRDS: Final = REPO_ROOT / "manifests" / "crds"
 
 
 def crd_dir() -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -25,10 +24,10 @@ from typing import Any
 import aiohttp
 import anyio
 from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from reconciler import __version__
+from reconciler.kube import kubeconfig as kubeconfig_loader
 from reconciler.kube.ratelimit import TokenBucket
 from reconciler.kube.resources import Resource
 from reconciler.metrics import Metrics
@@ -118,15 +117,9 @@ class KubeClient:
     async def connect(
         cls, metrics: Metrics, kubeconfig: str | None = None, context: str | None = None, limits: Limits | None = None
     ) -> KubeClient:
-        """From `kubeconfig` (or $KUBECONFIG / ~/.kube/config), else in-cluster config."""
-        configuration = k8s_client.Configuration()
-        path = kubeconfig or os.environ.get("KUBECONFIG")
-        if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            await k8s_config.load_kube_config(
-                config_file=path, context=context, client_configuration=configuration, persist_config=False
-            )
+        """From `kubeconfig`, else $KUBECONFIG, in-cluster config, ~/.kube/config; a configuration that
+        cannot work raises `StartupError` naming the file, the context and the fix."""
+        configuration, _ = await kubeconfig_loader.load(kubeconfig, context)
         api = k8s_client.ApiClient(configuration)
         api.user_agent = USER_AGENT
         return cls(api, metrics, limits)
@@ -147,13 +140,21 @@ class KubeClient:
         label_selector: str | None = None,
         limit: int = 500,
         continue_token: str | None = None,
+        *,
+        field_selector: str | None = None,
     ) -> JSON:
         query: list[tuple[str, str]] = [("limit", str(limit))]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         if continue_token:
             query.append(("continue", continue_token))
         return await self._json("list", "GET", resource.path(namespace), query=query)
+
+    async def get_path(self, path: str, *, timeout: float = REQUEST_TIMEOUT, attempts: int | None = None) -> JSON:
+        """GET a path that names no resource (`/version`, discovery); `attempts=1` for no retries."""
+        return await self._json("get", "GET", path, timeout=timeout, attempts=attempts)
 
     async def get(self, resource: Resource, namespace: str | None, name: str) -> JSON:
         return await self._json("get", "GET", resource.path(namespace, name))
@@ -245,17 +246,20 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        timeout: float = REQUEST_TIMEOUT,
+        attempts: int | None = None,
     ) -> JSON:
         request = _Request(verb, method, path, query or [], body, content_type)
+        attempts = attempts or self._limits.retry_attempts
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
             wait=_retry_wait,
-            stop=stop_after_attempt(self._limits.retry_attempts) | stop_after_delay(self._limits.retry_deadline),
+            stop=stop_after_attempt(attempts) | stop_after_delay(self._limits.retry_deadline),
             reraise=True,
         ):
             with attempt:
                 started = time.monotonic()
-                resp = await self._send(request, aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
+                resp = await self._send(request, aiohttp.ClientTimeout(total=timeout))
                 try:
                     if not 200 <= resp.status < 300:
                         raise await _api_error(resp)

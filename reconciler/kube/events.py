@@ -1,21 +1,34 @@
 """Kubernetes Events (core/v1) about the objects the reconciler looks at, where their owners see them
-(`kubectl describe`). Best effort: an Event that cannot be posted is logged and never fails a reconcile."""
+(`kubectl describe`). Best effort: an Event that cannot be posted is logged and never fails a reconcile.
+
+Repeats are aggregated, never one Event per retry: an Event's name is derived from its object's uid and
+its reason, so a repeat (even after a restart) finds it and raises its `count`, at most one write per
+`repeat_interval` per Event; repeats in between are counted and go out with the next write.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from reconciler.kube.client import ApiError
 from reconciler.kube.resources import EVENTS, Resource
 from reconciler.metrics import Metrics
 from reconciler.model import JSON
+from reconciler.text import EVENT_MESSAGE_MAX, clip
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "acme-gateway-reconciler"
+KEPT = 10_000
+"""Events remembered for aggregation (oldest forgotten first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +45,91 @@ class ObjectRef:
 class EventClient(Protocol):
     async def create(self, resource: Resource, namespace: str | None, body: JSON) -> JSON: ...
 
+    async def patch(self, resource: Resource, namespace: str | None, name: str, body: Any) -> JSON: ...
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> JSON: ...
+
+
+@dataclass(slots=True)
+class _Posted:
+    count: int
+    written_at: float
+
+
+def event_name(about: ObjectRef, reason: str) -> str:
+    """One Event per object and reason: `<object>.<hash of uid and reason>` (a valid, bounded name)."""
+    digest = hashlib.sha256(f"{about.uid}/{about.namespace}/{about.name}/{reason}".encode()).hexdigest()[:16]
+    return f"{about.name[:200]}.{digest}"
+
 
 class EventRecorder:
-    def __init__(self, client: EventClient, metrics: Metrics, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        client: EventClient,
+        metrics: Metrics,
+        instance: str | None = None,
+        dry_run: bool = False,
+        repeat_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._metrics = metrics
         self._instance = instance or socket.gethostname()
+        self._dry_run = dry_run
+        self._repeat_interval = repeat_interval
+        self._clock = clock
+        self._posted: OrderedDict[str, _Posted] = OrderedDict()
 
-    async def post(self, about: ObjectRef, type_: str, reason: str, message: str) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body: JSON = {
+    async def post(self, about: ObjectRef, type_: str, reason: str, message: str, repeat: bool = False) -> None:
+        """Tell `about`'s owner. With `repeat`, an Event that exists gets its count raised (rate-limited);
+        without, an Event that exists already is left as it is."""
+        name = event_name(about, reason)
+        seen = self._posted.get(name)
+        now = self._clock()
+        if seen is not None:
+            seen.count += 1
+            if not repeat or now - seen.written_at < self._repeat_interval:
+                return
+        if self._dry_run:
+            log.info("dry run: would post event", extra={"object": _path(about), "reason": reason, "detail": message})
+            self._remember(name, _Posted(1, now))
+            return
+        try:
+            if seen is None:
+                count = await self._create(about, name, type_, reason, message, repeat)
+            else:
+                count = seen.count
+                await self._update(about.namespace, name, count, message)
+            self._remember(name, _Posted(count, now))
+            self._metrics.events.labels(type_, reason).inc()
+        except Exception as exc:  # an Event is best effort; it must never fail a reconcile
+            log.warning("could not post event", extra={"object": _path(about), "reason": reason, "error": str(exc)})
+
+    async def _create(self, about: ObjectRef, name: str, type_: str, reason: str, message: str, repeat: bool) -> int:
+        """Create it; after a restart it may exist: then count on (repeat) or leave it (once-only)."""
+        try:
+            await self._client.create(EVENTS, about.namespace, self._body(about, name, type_, reason, message))
+            return 1
+        except ApiError as exc:
+            if not (exc.conflict and exc.reason == "AlreadyExists"):
+                raise
+        existing = await self._client.get(EVENTS, about.namespace, name)
+        count = int(existing.get("count") or 1)
+        if repeat:
+            count += 1
+            await self._update(about.namespace, name, count, message)
+        return count
+
+    async def _update(self, namespace: str, name: str, count: int, message: str) -> None:
+        patch = {"count": count, "lastTimestamp": _now(), "message": clip(message, EVENT_MESSAGE_MAX)}
+        await self._client.patch(EVENTS, namespace, name, patch)
+
+    def _body(self, about: ObjectRef, name: str, type_: str, reason: str, message: str) -> JSON:
+        now = _now()
+        return {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{about.name}.", "namespace": about.namespace},
+            "metadata": {"name": name, "namespace": about.namespace},
             "involvedObject": {
                 "apiVersion": about.api_version,
                 "kind": about.kind,
@@ -53,7 +138,7 @@ class EventRecorder:
                 "uid": about.uid,
             },
             "reason": reason,
-            "message": message,
+            "message": clip(message, EVENT_MESSAGE_MAX),
             "type": type_,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
@@ -62,11 +147,17 @@ class EventRecorder:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            await self._client.create(EVENTS, about.namespace, body)
-            self._metrics.events.labels(type_, reason).inc()
-        except Exception as exc:  # an Event is best effort; it must never fail a reconcile
-            log.warning(
-                "could not post event",
-                extra={"object": f"{about.namespace}/{about.name}", "reason": reason, "error": str(exc)},
-            )
+
+    def _remember(self, name: str, posted: _Posted) -> None:
+        self._posted[name] = posted
+        self._posted.move_to_end(name)
+        while len(self._posted) > KEPT:
+            self._posted.popitem(last=False)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _path(about: ObjectRef) -> str:
+    return f"{about.namespace}/{about.name}" if about.namespace else about.name

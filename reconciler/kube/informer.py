@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import anyio
 from pydantic import ValidationError
 
 from reconciler.kube.client import ApiError, KubeClient
+from reconciler.kube.diagnosis import BUILT_IN, forbidden, install_hint, rbac_fix, rbac_name, resource_id
 from reconciler.kube.resources import Resource
 from reconciler.kube.store import Change, EventType, Store
 from reconciler.metrics import Metrics
@@ -30,13 +31,34 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=HasMeta)
 
 
-def _hint(exc: BaseException) -> str | None:
-    """What an operator should check when retrying cannot help by itself."""
+def _hint(exc: BaseException, resource: Resource, namespace: str | None) -> str | None:
+    """What an operator must fix when retrying cannot help by itself: a resource the API server stopped
+    serving (404: its CRD is gone) or a permission we lost (401/403). None for anything transient."""
     if isinstance(exc, ApiError) and exc.not_found:
-        return "resource not served by the API server (is its CRD installed?); retrying"
-    if isinstance(exc, ApiError) and exc.status in (401, 403):
-        return "not allowed to list/watch (check the ClusterRole and its binding); retrying"
+        fix = "" if resource.group in BUILT_IN else f": {install_hint(resource)}"
+        return f"{resource_id(resource)} is not served by the API server (is its CRD installed?){fix}"
+    if isinstance(exc, ApiError) and exc.status == 401:
+        return (
+            f"the API server rejects our credentials (401 Unauthorized) for {rbac_name(resource)}: renew the "
+            "kubeconfig's token or client certificate (or the ServiceAccount token)"
+        )
+    if isinstance(exc, ApiError) and exc.status == 403:
+        return forbidden(("list", "watch"), rbac_name(resource), namespace, rbac_fix())
     return None
+
+
+def not_ready(informers: Iterable[Informer[Any]]) -> str | None:
+    """Why the cache is not (or no longer) trustworthy, in a few words for /readyz; None when it is."""
+    failing = sorted({i.problem for i in informers if i.problem})
+    if failing:
+        return "; ".join(failing)
+    waiting = sorted({i.name for i in informers if not i.synced.is_set()})
+    if waiting:
+        return f"waiting for the first list of {', '.join(waiting)}"
+    return None
+
+
+OPTIONAL_RECHECK_SECONDS = 300.0
 
 
 class Gone(Exception):
@@ -57,6 +79,7 @@ class Informer(Generic[T]):
         watch_timeout: int = 300,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        optional: bool = False,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -69,8 +92,13 @@ class Informer(Generic[T]):
         self.watch_timeout = watch_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.optional = optional
+        """The cluster may not serve this resource: 404 on the list means "none of them" (looked for again
+        every `OPTIONAL_RECHECK_SECONDS`), not "not ready"."""
         self.synced = anyio.Event()
         self.resource_version: str | None = None
+        self.problem: str | None = None
+        """Set while list/watch fails in a way only an operator can fix (404, 403): not ready until then."""
         self._label = resource.plural
 
     @property
@@ -85,6 +113,7 @@ class Informer(Generic[T]):
                 if self.resource_version is None:
                     self.resource_version = await self._list(initial)
                     initial = False
+                    self._recovered()
                     self.synced.set()
                     self.metrics.informer_synced.labels(self._label).set(1)
                 await self._watch()
@@ -94,16 +123,34 @@ class Informer(Generic[T]):
                 log.info("watch expired, relisting", extra={"resource": self.name})
                 self.metrics.watch_restarts.labels(self._label, "gone").inc()
                 self.resource_version = None
+            except ApiError as exc:
+                if not (self.optional and exc.not_found):
+                    failures = await self._back_off(exc, failures)
+                    continue
+                if not self.synced.is_set():
+                    log.info("resource not served by the API server; treated as empty", extra={"resource": self.name})
+                    self.synced.set()
+                    self.metrics.informer_synced.labels(self._label).set(1)
+                await anyio.sleep(OPTIONAL_RECHECK_SECONDS)
             except Exception as exc:  # aiohttp raises many shapes; none may kill the informer
-                failures += 1
-                delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)))
-                log.log(
-                    logging.ERROR if _hint(exc) else logging.WARNING,
-                    _hint(exc) or "list/watch failed, retrying",
-                    extra={"resource": self.name, "error": str(exc) or repr(exc), "retry_in": round(delay, 3)},
-                )
-                self.metrics.watch_restarts.labels(self._label, "error").inc()
-                await anyio.sleep(delay)
+                failures = await self._back_off(exc, failures)
+
+    async def _back_off(self, exc: BaseException, failures: int) -> int:
+        """Log, count and sleep before the next attempt; returns the new failure count. A problem only an
+        operator can fix is logged once when it starts (and when it changes), not on every retry."""
+        failures += 1
+        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)))
+        hint = _hint(exc, self.resource, self.namespace)
+        extra = {"resource": self.name, "error": str(exc) or repr(exc), "retry_in": round(delay, 3)}
+        if hint is None:
+            log.warning("list/watch failed, retrying", extra=extra)
+        else:
+            level = logging.ERROR if hint != self.problem else logging.DEBUG
+            log.log(level, f"{hint}; not ready, retrying", extra=extra)
+            self.problem = hint
+        self.metrics.watch_restarts.labels(self._label, "error").inc()
+        await anyio.sleep(delay)
+        return failures
 
     async def _list(self, initial: bool) -> str:
         self.metrics.relists.labels(self._label).inc()
@@ -143,12 +190,18 @@ class Informer(Generic[T]):
             async with self.client.watch(
                 self.resource, self.namespace, self.resource_version, self.label_selector, self.watch_timeout
             ) as events:
+                self._recovered()
                 async for event in events:
                     self._handle(event)
         except ApiError as exc:
             if exc.gone:
                 raise Gone() from exc
             raise
+
+    def _recovered(self) -> None:
+        if self.problem is not None:
+            log.info("list/watch works again", extra={"resource": self.name, "was": self.problem})
+            self.problem = None
 
     def _handle(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")

@@ -40,3 +40,8 @@ HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRout
 CHALLENGES = Resource("acme.cert-manager.io", "v1", "challenges", "Challenge")
 PROJECTS = Resource("kube-dc.com", "v1", "projects", "Project")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+TLSROUTES = Resource("gateway.networking.k8s.io", "v1", "tlsroutes", "TLSRoute")
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
+GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", namespaced=False)
+ENVOYPROXIES = Resource("gateway.envoyproxy.io", "v1alpha1", "envoyproxies", "EnvoyProxy")
+DOMAINCLAIMS = Resource("acme-gateway.kube-dc.com", "v1alpha1", "domainclaims", "DomainClaim", namespaced=False)

@@ -141,6 +141,10 @@ class Store(Generic[T]):
             changed.append((old, obj))
         return changed, deleted
 
+    def index_values(self, index: str) -> list[str]:
+        """The values an index holds keys for (e.g. the namespaces that have solver Services)."""
+        return sorted(self._indexes[index])
+
     def by_index(self, index: str, value: str) -> list[T]:
         keys = self._indexes[index].get(value, ())
         return [self._items[k] for k in sorted(keys)]

@@ -12,23 +12,61 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from reconciler.model import BACKEND_API_VERSION, JSON, Backend, Key, OwnerRef, Service
+from reconciler.model import BACKEND_API_VERSION, JSON, Backend, Challenge, Key, OwnerRef, Service
 from reconciler.names import backend_name
 from reconciler.policy import BackendMode, Policy
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import owned_by_service, refusal, service_owner_references, solver_challenge
+from reconciler.reconcile.ownership import (
+    owned_by_service,
+    refusal,
+    service_owner_references,
+    solver_challenge,
+    subject,
+)
 from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
+from reconciler.text import quoted
 
 
 def is_managed(backend: Backend, service_name: str, policy: Policy) -> bool:
     return owned_by_service(backend.meta, service_name, policy)
 
 
+def untrusted_backend(backend: Backend, svc: Service, challenge: Challenge, policy: Policy) -> Refusal | None:
+    """Why the gateway must not be pointed at this Backend, or None when it may.
+
+    A Backend can send the shared gateway anywhere (another tenant, the node, a metadata service), and a
+    tenant can create one named `<service>-backend` before we do. So in backend modes `all` and `acme` a
+    route uses only the Backend we made (our label, controlled by this very Service); in mode `none`
+    (the platform makes it) only one whose single endpoint is this Service's load-balancer address and
+    external port."""
+    if policy.backend_mode is BackendMode.NONE:
+        if _points_at_service(backend, svc):
+            return None
+        why = "its endpoints are not this Service's load-balancer address and port"
+    else:
+        ref = backend.meta.controller_ref()
+        if is_managed(backend, svc.meta.name, policy) and ref is not None and ref.uid == svc.meta.uid:
+            return None
+        why = "it was not made by this reconciler for this Service"
+    message = f"Backend {backend.meta.name} is not routed to: {why}"
+    return refusal(
+        Kind.SERVICE, svc.meta, Refused.UNTRUSTED_BACKEND, message, (subject(Kind.CHALLENGE, challenge.meta),)
+    )
+
+
+def _points_at_service(backend: Backend, svc: Service) -> bool:
+    if not svc.ingress or not svc.ports or len(backend.endpoints) != 1:
+        return False
+    ep = backend.endpoints[0]
+    return ep.fqdn is None and ep.unix is None and ep.port == svc.ports[0].port and _same_address(ep.ip, svc.ingress[0])
+
+
 def parse_route_port(value: str) -> int | None:
-    """A port number 1..65535 written in ASCII digits, else None."""
-    if not (value.isascii() and value.isdigit()):
+    """A port number 1..65535 written in ASCII digits, else None (leading zeros allowed, but not a
+    200,000-digit tenant string: `int()` of one raises, which would fail every reconcile)."""
+    if not (value.isascii() and value.isdigit()) or len(value.lstrip("0")) > 5:
         return None
     port = int(value)
     return port if 1 <= port <= 65535 else None
@@ -98,7 +136,7 @@ def _wanted(svc: Service, policy: Policy) -> _Wanted | _Blocked:
     if raw_port:
         port = parse_route_port(raw_port)
         if port is None:
-            msg = f"annotation {policy.route_port_annotation}={raw_port!r} is not a port number 1..65535"
+            msg = f"annotation {policy.route_port_annotation}={quoted(raw_port)} is not a port number 1..65535"
             return _Blocked(refusal=refusal(Kind.SERVICE, meta, Refused.INVALID_ROUTE_PORT, msg))
     elif svc.ports:
         port = svc.ports[0].port
@@ -108,7 +146,7 @@ def _wanted(svc: Service, policy: Policy) -> _Wanted | _Blocked:
         return _Blocked(skipped=Skip.WAITING_FOR_ADDRESS)
     address = endpoint_address(svc.ingress[0])
     if address is None:
-        msg = f"load-balancer address {svc.ingress[0]!r} is not an IP address; a Backend needs one"
+        msg = f"load-balancer address {quoted(svc.ingress[0])} is not an IP address; a Backend needs one"
         return _Blocked(refusal=refusal(Kind.SERVICE, meta, Refused.NON_IP_ADDRESS, msg))
     return _Wanted(address, port)
 

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from reconciler.model import JSON
 from reconciler.reconcile.reasons import Refused, Skip
 
 
 class Kind(StrEnum):
+    """The kinds of object a decision writes to or reports on."""
+
     SERVICE = "Service"
     BACKEND = "Backend"
     HTTPROUTE = "HTTPRoute"
+    CHALLENGE = "Challenge"
+    DOMAINCLAIM = "DomainClaim"
+
+
+class Subject(NamedTuple):
+    """An object an Event is about (the tenant sees it with `kubectl describe`)."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,8 @@ class Patch:
     resource_version: str
     changes: JSON
     reason: str
+    subresource: str | None = None
+    """`status` for a status update (the main resource ignores status changes)."""
 
     @property
     def body(self) -> JSON:
@@ -72,14 +88,54 @@ class Refusal:
     uid: str
     reason: Refused
     message: str
+    also: tuple[Subject, ...] = ()
+    """More objects the same Warning is shown on (the Challenge): counted once, in the metric."""
+
+    @property
+    def subject(self) -> Subject:
+        return Subject(self.kind, self.namespace, self.name, self.uid)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a tenant should know that is not bad input (progress, a stuck hop): an Event on each
+    subject, posted once per subject and reason, or with `repeat` aggregated into a count."""
+
+    subjects: tuple[Subject, ...]
+    type: str  # Normal or Warning
+    reason: str  # CamelCase, from a closed set
+    message: str
+    cite: Subject | None = None
+    """Another object whose own Events (the platform's, e.g. an EIP port conflict) belong in the message."""
+    repeat: bool = False
+    """It can happen again (a probe failing): each time counts on the same Event."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """GET `path` with `Host: host` from the gateway at `address` (HOST:PORT) and expect `expected`."""
+
+    challenge_uid: str
+    route_uid: str
+    address: str
+    host: str
+    path: str
+    expected: str
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     writes: tuple[Write, ...] = ()
+    """Applied in order; the first that does not succeed stops the rest (a claim before the wiring)."""
     refusals: tuple[Refusal, ...] = ()
+    notices: tuple[Notice, ...] = ()
     skipped: Skip | None = None
     """Why nothing was done when that is expected (public project, not a solver...): a debug log line."""
     routed: str | None = None
     """uid of cert-manager's solver route whose challenge path reaches the Backend once `writes` are
     applied (for the wiring-latency and re-patch metrics; never needed for correctness)."""
+    probe: ProbeRequest | None = None
+    """Ask the gateway whether it serves the challenge (the shell sends it and records the answer)."""
+    recheck_after: float | None = None
+    """Look at this key again after so many seconds (a time limit that has not passed yet)."""

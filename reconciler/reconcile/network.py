@@ -15,6 +15,7 @@ from typing import Literal
 from reconciler.policy import Policy
 from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
+from reconciler.text import quoted
 
 NetworkName = Literal["cloud", "public"]
 _NETWORKS: dict[str, NetworkName] = {"cloud": "cloud", "public": "public"}
@@ -59,7 +60,7 @@ def network_type(annotations: Mapping[str, str], namespace: str, snapshot: Snaps
         if name is None:
             return InvalidNetwork(
                 Refused.INVALID_NETWORK_TYPE,
-                f"annotation {policy.network_type_annotation}={override!r}; expected cloud or public",
+                f"annotation {policy.network_type_annotation}={quoted(override)}; expected cloud or public",
             )
         return Network(name, "annotation")
     types = {p.network_type for p in projects}

@@ -13,9 +13,10 @@ from typing import TypeVar
 
 from reconciler.model import CHALLENGE_GROUP, JSON, Challenge, HasMeta, Meta
 from reconciler.policy import Policy
-from reconciler.reconcile.intents import Decision, Kind, Refusal
+from reconciler.reconcile.intents import Decision, Kind, Refusal, Subject
 from reconciler.reconcile.reasons import Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
+from reconciler.text import quoted
 
 T = TypeVar("T", bound=HasMeta)
 
@@ -48,9 +49,13 @@ def service_owner_references(service: Meta) -> list[JSON]:
     ]
 
 
-def refusal(kind: Kind, meta: Meta, reason: Refused, message: str) -> Refusal:
-    """A Refusal about the object `meta` describes."""
-    return Refusal(kind, meta.namespace, meta.name, meta.uid, reason, message)
+def subject(kind: Kind, meta: Meta) -> Subject:
+    return Subject(kind, meta.namespace, meta.name, meta.uid)
+
+
+def refusal(kind: Kind, meta: Meta, reason: Refused, message: str, also: tuple[Subject, ...] = ()) -> Refusal:
+    """A Refusal about the object `meta` describes (and shown on the `also` objects too)."""
+    return Refusal(kind, meta.namespace, meta.name, meta.uid, reason, message, also)
 
 
 def checksum_label(value: str) -> str:
@@ -74,7 +79,7 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
         return None
     ref = meta.controller_ref()
     if ref is None or ref.kind != "Challenge" or ref.group != CHALLENGE_GROUP:
-        found = "no controller" if ref is None else f"controller {ref.kind} ({ref.api_version})"
+        found = "no controller" if ref is None else f"controller {quoted(ref.kind)} ({quoted(ref.api_version)})"
         return refusal(
             kind, meta, Refused.NO_CHALLENGE_OWNER, f"carries ACME solver labels but has {found}, not a Challenge"
         )
@@ -86,7 +91,7 @@ def solver_challenge(meta: Meta, snapshot: Snapshot, policy: Policy, kind: Kind)
             kind,
             meta,
             Refused.CHALLENGE_NOT_FOUND,
-            f"no Challenge {ref.name} with uid {ref.uid} in namespace {meta.namespace}",
+            f"no Challenge {quoted(ref.name)} with uid {quoted(ref.uid)} in namespace {meta.namespace}",
         )
     expected = {
         policy.domain_label: checksum_label(challenge.dns_name),

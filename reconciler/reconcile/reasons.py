@@ -36,6 +36,12 @@ class Skip(StrEnum):
     INVALID_ROUTE = "invalid-route"
     NO_SOLVER_REFS = "no-solver-refs"
     SHADOW_NAME_TAKEN = "shadow-name-taken"
+    # tenant safety
+    WAITING_FOR_CLAIM = "waiting-for-claim"
+    WAITING_FOR_SLOT = "waiting-for-slot"
+    DOMAIN_CLAIMED = "domain-claimed"
+    UNTRUSTED_BACKEND = "untrusted-backend"
+    INVALID_SOLVER = "invalid-solver"
 
 
 class Refused(StrEnum):
@@ -51,3 +57,24 @@ class Refused(StrEnum):
     NO_FREE_PORT = "NoFreePort"
     CROSS_NAMESPACE_BACKEND_REF = "CrossNamespaceBackendRef"
     HOSTNAME_MISMATCH = "HostnameMismatch"
+    DOMAIN_CLAIMED = "DomainClaimed"
+    UNTRUSTED_BACKEND = "UntrustedBackend"
+    INVALID_CHALLENGE = "InvalidChallenge"
+    UNUSABLE_SOLVER_SERVICE = "UnusableSolverService"
+
+
+class Noted(StrEnum):
+    """Reasons of Events that are not refusals (CamelCase)."""
+
+    # Warnings: the hop a challenge is stuck on
+    CONCURRENCY_LIMIT_REACHED = "ConcurrencyLimitReached"
+    ROUTE_ORDER_PRESERVED = "RouteOrderPreserved"
+    NO_ADDRESS = "NoAddress"
+    BACKEND_NOT_ACCEPTED = "BackendNotAccepted"
+    ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
+    GATEWAY_PROBE_FAILED = "GatewayProbeFailed"
+    # Normal: progress, one per hop
+    SOLVER_EXPOSED = "SolverExposed"
+    BACKEND_READY = "BackendReady"
+    ROUTED = "Routed"
+    GATEWAY_SERVES = "GatewayServes"

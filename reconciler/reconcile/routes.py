@@ -13,21 +13,27 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from reconciler.model import BACKEND_GROUP, JSON, Backend, BackendRef, Challenge, HTTPRoute, Key
+from reconciler.model import BACKEND_GROUP, JSON, Backend, BackendRef, Challenge, HTTPRoute, Key, Service
 from reconciler.names import backend_name
 from reconciler.policy import Policy, RouteMode
-from reconciler.reconcile.intents import Decision, Kind, Patch
+from reconciler.reconcile import claims
+from reconciler.reconcile.backends import untrusted_backend
+from reconciler.reconcile.claims import challenge_subject
+from reconciler.reconcile.intents import Decision, Kind, Notice, Patch, Refusal
 from reconciler.reconcile.network import InvalidNetwork, Network, NetworkResult, UnknownNetwork, network_type
 from reconciler.reconcile.ownership import solver_challenge, solver_object
-from reconciler.reconcile.reasons import Skip
+from reconciler.reconcile.reasons import Noted, Skip
+from reconciler.reconcile.route_mode import effective_route_mode
 from reconciler.reconcile.snapshot import Snapshot
-from reconciler.reconcile.solver_routes import is_service_ref, solver_service_name, validate_route
+from reconciler.reconcile.solver_routes import is_service_ref, solver_service_name, solver_service_names, validate_route
+from reconciler.reconcile.solvers import SOLVER_PORT, solver, tenant_network
 
 
 class _RefState(Enum):
     OTHER = "other"  # not a reference to this Challenge's solver Service: left as it is
     NOT_CLOUD = "not-cloud"  # the solver is reachable without a Backend, or its network is unknown
     WAITING = "waiting-for-backend"
+    BLOCKED = "blocked"  # the name is another project's, or the Backend is not ours: back to the Service
     ROUTED = "routed"
 
 
@@ -56,6 +62,7 @@ class _Rewriter:
     changed: bool = False
     states: list[_RefState] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
 
     def rules(self) -> list[JSON]:
         out: list[JSON] = []
@@ -78,11 +85,23 @@ class _Rewriter:
         net = network_type(svc.meta.annotations, namespace, snapshot, policy)
         if not (isinstance(net, Network) and net.cloud):
             return self._keep(raw, _RefState.NOT_CLOUD, _not_cloud_skip(net))
+        found = solver(svc, snapshot, policy)
+        if isinstance(found, Decision):  # refused by the Service reconciler
+            return self._blocked(raw, svc, Skip.INVALID_SOLVER)
+        claim = claims.verdict(owner, found.project, snapshot, policy)
+        if isinstance(claim, claims.Taken):
+            return self._blocked(raw, svc, Skip.DOMAIN_CLAIMED)
+        if isinstance(claim, claims.Free):
+            return self._keep(raw, _RefState.WAITING, Skip.WAITING_FOR_CLAIM)
 
         name = backend_name(svc.meta.name)
         backend = snapshot.backend(namespace, name)
         if backend is None or backend.meta.deletion_timestamp is not None:
             return self._keep(raw, _RefState.WAITING, Skip.WAITING_FOR_BACKEND)
+        distrust = untrusted_backend(backend, svc, owner, policy)
+        if distrust is not None:
+            self.refusals.append(distrust)
+            return self._blocked(raw, svc, Skip.UNTRUSTED_BACKEND)
         port = _backend_port(backend, ref)
         if not is_service_ref(ref) and ref.name == name and ref.port == port:
             return self._keep(raw, _RefState.ROUTED)
@@ -96,6 +115,19 @@ class _Rewriter:
         self.states.append(_RefState.ROUTED)
         return new
 
+    def _blocked(self, raw: dict[str, Any], svc: Service, skip: Skip) -> dict[str, Any]:
+        """Never leave the gateway pointed at a Backend for this solver: back to the solver Service."""
+        ref = BackendRef.from_raw(raw)
+        if is_service_ref(ref):
+            return self._keep(raw, _RefState.BLOCKED, skip)
+        new: dict[str, Any] = {"group": "", "kind": "Service", "name": svc.meta.name}
+        new["port"] = svc.ports[0].port if svc.ports else SOLVER_PORT
+        for keep in ("weight", "filters"):
+            if keep in raw:
+                new[keep] = raw[keep]
+        self.changed = True
+        return self._keep(new, _RefState.BLOCKED, skip)
+
     def _keep(self, raw: dict[str, Any], state: _RefState, skip: Skip | None = None) -> dict[str, Any]:
         self.states.append(state)
         if skip:
@@ -103,8 +135,23 @@ class _Rewriter:
         return raw
 
 
+def _tenant_gate(route: HTTPRoute | None, snapshot: Snapshot, policy: Policy) -> Decision | None:
+    """Nothing at all (not even a refusal) for routes outside cloud tenants' namespaces; the network is
+    the one of the solver Service the route names (its own override), else the Project's."""
+    if route is None:
+        return Decision()
+    namespace = route.meta.namespace
+    named = (snapshot.service(namespace, name) for name in sorted(solver_service_names(route)))
+    svc = next((s for s in named if s is not None), None)
+    return tenant_network(dict(svc.meta.annotations) if svc else {}, namespace, snapshot, policy)
+
+
 def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
-    found = solver_object(snapshot.route(*key), snapshot, policy, Kind.HTTPROUTE)
+    route = snapshot.route(*key)
+    silent = _tenant_gate(route, snapshot, policy)
+    if silent is not None:
+        return silent
+    found = solver_object(route, snapshot, policy, Kind.HTTPROUTE)
     if isinstance(found, Decision):
         return found
     route, challenge = found
@@ -112,19 +159,25 @@ def reconcile_route(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     if problem is not None:
         return Decision(refusals=(problem,))
     meta = route.meta
-    if policy.route_mode is not RouteMode.PATCH:
+    mode, why = effective_route_mode(route, snapshot, policy)
+    if mode is not RouteMode.PATCH:
         return Decision(skipped=Skip.ROUTE_MODE_SHADOW)  # see shadows.py
-    if not snapshot.projects_for(meta.namespace):
-        return Decision(skipped=Skip.UNKNOWN_PROJECT)
+    chosen = (
+        (Notice((challenge_subject(challenge),), "Warning", Noted.ROUTE_ORDER_PRESERVED, why),)
+        if policy.route_mode is RouteMode.AUTO
+        else ()
+    )
 
     rewriter = _Rewriter(route, challenge, snapshot, policy)
     rules = rewriter.rules()
-    solver_states = [s for s in rewriter.states if s in (_RefState.ROUTED, _RefState.WAITING)]
+    solver_states = [s for s in rewriter.states if s in (_RefState.ROUTED, _RefState.WAITING, _RefState.BLOCKED)]
     routed = meta.uid if solver_states and all(s is _RefState.ROUTED for s in solver_states) else None
+    refusals = tuple(rewriter.refusals)
     if not rewriter.changed:
         skipped = rewriter.skips[0] if rewriter.skips else (None if solver_states else Skip.NO_SOLVER_REFS)
-        return Decision(skipped=skipped, routed=routed)
+        return Decision(refusals=refusals, notices=chosen, skipped=skipped, routed=routed)
     changes: JSON = {"spec": {"rules": rules}}
-    reason = f"solver of Challenge {challenge.meta.name}: backendRefs to the solver's Backend"
+    target = "the solver's Backend" if routed else "the solver Service (no Backend may be used)"
+    reason = f"solver of Challenge {challenge.meta.name}: backendRefs to {target}"
     patch = Patch(Kind.HTTPROUTE, meta.namespace, meta.name, meta.resource_version, changes, reason)
-    return Decision(writes=(patch,), routed=routed)
+    return Decision(writes=(patch,), refusals=refusals, notices=chosen, routed=routed)

@@ -11,27 +11,28 @@ from __future__ import annotations
 
 from reconciler.model import JSON, Key
 from reconciler.policy import Policy
-from reconciler.reconcile.intents import Decision, Kind, Patch
-from reconciler.reconcile.network import InvalidNetwork, UnknownNetwork, network_type
-from reconciler.reconcile.ownership import refusal, solver_object
+from reconciler.reconcile import claims
+from reconciler.reconcile.claims import challenge_subject
+from reconciler.reconcile.intents import Decision, Kind, Notice, Patch, Write
+from reconciler.reconcile.limits import may_wire
+from reconciler.reconcile.ownership import refusal, subject
 from reconciler.reconcile.ports import LOAD_BALANCER, solver_port
-from reconciler.reconcile.reasons import Refused, Skip
+from reconciler.reconcile.reasons import Noted, Refused, Skip
 from reconciler.reconcile.snapshot import Snapshot
+from reconciler.reconcile.solvers import Solver, solver
 
 
 def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
-    found = solver_object(snapshot.service(*key), snapshot, policy, Kind.SERVICE)
+    found = solver(snapshot.service(*key), snapshot, policy)
     if isinstance(found, Decision):
         return found
-    svc, owner = found
+    svc, challenge = found.service, found.challenge
     meta = svc.meta
-    net = network_type(meta.annotations, meta.namespace, snapshot, policy)
-    if isinstance(net, UnknownNetwork):
-        return Decision(skipped=net.skip)
-    if isinstance(net, InvalidNetwork):
-        return Decision(refusals=(refusal(Kind.SERVICE, meta, net.reason, net.message),))
-    if not net.cloud:
-        return Decision(skipped=Skip.PUBLIC_NETWORK)
+    claim = claims.verdict(challenge, found.project, snapshot, policy)
+    if isinstance(claim, claims.Taken):
+        return _taken(found, claim, snapshot)
+    if not may_wire(svc, snapshot, policy):
+        return _waiting(found, policy)
 
     port = solver_port(svc, snapshot, policy)
     if port is None:
@@ -51,14 +52,36 @@ def reconcile_service(key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
         spec["ports"] = [svc.ports[0].raw() | {"port": port}, *(p.raw() for p in svc.ports[1:])]
     if spec:
         changes["spec"] = spec
-    if not changes:
-        return Decision()
-    patch = Patch(
-        Kind.SERVICE,
-        meta.namespace,
-        meta.name,
-        meta.resource_version,
-        changes,
-        reason=f"solver of Challenge {owner.meta.name} in a cloud network: LoadBalancer on {policy.eip_name}:{port}",
+    writes: list[Write] = [claim.create] if isinstance(claim, claims.Free) else []
+    if changes:
+        reason = (
+            f"solver of Challenge {challenge.meta.name} in a cloud network: LoadBalancer on {policy.eip_name}:{port}"
+        )
+        writes.append(Patch(Kind.SERVICE, meta.namespace, meta.name, meta.resource_version, changes, reason))
+    return Decision(writes=tuple(writes))
+
+
+def _taken(found: Solver, claim: claims.Taken, snapshot: Snapshot) -> Decision:
+    """Another project holds the name: refuse (on the Service and the Challenge), record the contender
+    on the claim, write nothing else. The tenant is not told who holds it."""
+    challenge = found.challenge
+    message = (
+        f"{challenge.dns_name} is claimed by another project on the shared gateway; the platform operators "
+        "can transfer its DomainClaim"
     )
-    return Decision(writes=(patch,))
+    refused = refusal(
+        Kind.SERVICE, found.service.meta, Refused.DOMAIN_CLAIMED, message, (challenge_subject(challenge),)
+    )
+    record = claims.contested(claim.claim, challenge, found.project, snapshot.now()) if claim.claim else None
+    return Decision(writes=(record,) if record else (), refusals=(refused,), skipped=Skip.DOMAIN_CLAIMED)
+
+
+def _waiting(found: Solver, policy: Policy) -> Decision:
+    limit = policy.max_challenges_per_project
+    notice = Notice(
+        (challenge_subject(found.challenge), subject(Kind.SERVICE, found.service.meta)),
+        "Warning",
+        Noted.CONCURRENCY_LIMIT_REACHED,
+        f"{limit} challenges of this project are being solved; this one waits for one of them to finish",
+    )
+    return Decision(notices=(notice,), skipped=Skip.WAITING_FOR_SLOT)

@@ -20,14 +20,18 @@ from typing import NamedTuple
 from reconciler.model import BACKEND_GROUP, GATEWAY_GROUP, JSON, Challenge, HTTPRoute, Key, Service
 from reconciler.names import backend_name, shadow_name
 from reconciler.policy import Policy, RouteMode
+from reconciler.reconcile import claims
+from reconciler.reconcile.backends import untrusted_backend
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch, Refusal
-from reconciler.reconcile.network import Network, network_type
 from reconciler.reconcile.ownership import owned_by_service, service_owner_references, solver_challenge
 from reconciler.reconcile.reasons import Skip
+from reconciler.reconcile.route_mode import effective_route_mode
 from reconciler.reconcile.snapshot import Snapshot
 from reconciler.reconcile.solver_routes import solver_service_names, validate_route
+from reconciler.reconcile.solvers import solver
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
+_NOT_CLOUD = (Skip.PUBLIC_NETWORK, Skip.UNKNOWN_PROJECT_NETWORK)
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 
 
@@ -50,8 +54,19 @@ class _NotWanted:
     refusals: tuple[Refusal, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Keep:
+    """Leave whatever is there as it is (a namespace no Project owns, a claim about to be re-made)."""
+
+    skip: Skip
+
+
 def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> Decision:
     namespace, service = service_key
+    if not snapshot.projects_for(namespace):
+        # No Project owns the namespace (any more): no write here, not even a clean-up. The companion
+        # goes with its Service (owner reference) when cert-manager removes the solver.
+        return Decision(skipped=Skip.UNKNOWN_PROJECT)
     name = shadow_name(service)
     existing = snapshot.shadow_route(namespace, name)
     if (existing is not None and not is_managed(existing, service, policy)) or (
@@ -59,6 +74,8 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
     ):
         return Decision(skipped=Skip.SHADOW_NAME_TAKEN)  # someone else's route of that name: never touched
     wanted = _wanted(service_key, snapshot, policy)
+    if isinstance(wanted, _Keep):
+        return Decision(skipped=wanted.skip)
     if isinstance(wanted, _NotWanted):
         if existing is None or existing.meta.deletion_timestamp is not None:
             return Decision(refusals=wanted.refusals, skipped=wanted.skip)
@@ -95,21 +112,27 @@ def reconcile_shadow(service_key: Key, snapshot: Snapshot, policy: Policy) -> De
     return Decision(writes=(write,), routed=routed)
 
 
-def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _NotWanted:
-    if policy.route_mode is not RouteMode.SHADOW:
+def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _NotWanted | _Keep:
+    if policy.route_mode is RouteMode.PATCH:
         return _NotWanted(Skip.ROUTE_MODE_PATCH)
     svc = snapshot.service(*service_key)
     if svc is None or svc.meta.deletion_timestamp is not None:
         return _NotWanted(Skip.SERVICE_GONE)
-    challenge = solver_challenge(svc.meta, snapshot, policy, Kind.SERVICE)
-    if not isinstance(challenge, Challenge):
-        return _NotWanted(Skip.NOT_A_SOLVER)  # the Service reconciler reports refusals
-    net = network_type(svc.meta.annotations, svc.meta.namespace, snapshot, policy)
-    if not (isinstance(net, Network) and net.cloud):
-        return _NotWanted(Skip.NOT_CLOUD)
+    found = solver(svc, snapshot, policy)
+    if isinstance(found, Decision):  # the Service reconciler reports its refusals
+        return _NotWanted(Skip.NOT_CLOUD if found.skipped in _NOT_CLOUD else Skip.NOT_A_SOLVER)
+    challenge = found.challenge
+    claim = claims.verdict(challenge, found.project, snapshot, policy)
+    if isinstance(claim, claims.Taken):
+        return _NotWanted(Skip.DOMAIN_CLAIMED)  # refused (and shown) by the Service reconciler
+    if isinstance(claim, claims.Free):
+        return _Keep(Skip.WAITING_FOR_CLAIM)  # the Service reconciler claims it first
     backend = snapshot.backend(svc.meta.namespace, backend_name(svc.meta.name))
     if backend is None or backend.meta.deletion_timestamp is not None or not backend.endpoints:
         return _NotWanted(Skip.WAITING_FOR_BACKEND)
+    distrust = untrusted_backend(backend, svc, challenge, policy)
+    if distrust is not None:
+        return _NotWanted(Skip.UNTRUSTED_BACKEND, (distrust,))
     port = backend.endpoints[0].port
 
     refusals: list[Refusal] = []
@@ -124,6 +147,8 @@ def _wanted(service_key: Key, snapshot: Snapshot, policy: Policy) -> _Wanted | _
         if problem is not None:
             refusals.append(problem)
             continue
+        if effective_route_mode(route, snapshot, policy)[0] is RouteMode.PATCH:
+            return _NotWanted(Skip.ROUTE_MODE_PATCH)  # this Gateway keeps route order: see route_mode.py
         return _Wanted(_body(svc, challenge, route, backend_name(svc.meta.name), port, policy), route)
     return _NotWanted(Skip.INVALID_ROUTE if refusals else Skip.WAITING_FOR_ROUTE, tuple(refusals))
 

@@ -14,6 +14,7 @@ from reconciler.names import service_of_backend
 from reconciler.reconcile.intents import Kind, Refusal
 from reconciler.reconcile.ownership import refusal
 from reconciler.reconcile.reasons import Refused
+from reconciler.text import QUOTED_MAX, clip, quoted
 
 
 def is_service_ref(ref: BackendRef) -> bool:
@@ -53,10 +54,12 @@ def validate_route(route: HTTPRoute, challenge: Challenge) -> Refusal | None:
         {f"{ref.namespace}/{ref.name}" for ref in route.backend_refs() if ref.namespace not in (None, meta.namespace)}
     )
     if foreign:
-        msg = f"backendRefs to other namespaces: {', '.join(foreign)}"
+        msg = f"backendRefs to other namespaces: {clip(', '.join(foreign), QUOTED_MAX)}"
         return refusal(Kind.HTTPROUTE, meta, Refused.CROSS_NAMESPACE_BACKEND_REF, msg)
     expected = () if is_ip(challenge.dns_name) else (challenge.dns_name,)
     if tuple(route.hostnames) != expected:
-        msg = f"hostnames {list(route.hostnames)} differ from Challenge {challenge.meta.name}'s {list(expected)}"
+        msg = (
+            f"hostnames {quoted(list(route.hostnames))} differ from Challenge {challenge.meta.name}'s {list(expected)}"
+        )
         return refusal(Kind.HTTPROUTE, meta, Refused.HOSTNAME_MISMATCH, msg)
     return None

@@ -26,6 +26,7 @@ from testbed.harness import (
     ReconcilerNotReady,
     ReconcilerProcess,
     StartReconciler,
+    forget_claims,
     forget_namespace,
     next_address,
     start_reconciler,
@@ -111,6 +112,7 @@ async def project(api: Kube, kubedc: KubeDC, namespaces: NamespaceFactory) -> As
     yield make
     for namespace in made:
         await forget_namespace(api, namespace)
+        await forget_claims(api, namespace)
 
 
 @pytest.fixture

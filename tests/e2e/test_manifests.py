@@ -26,6 +26,7 @@ async def test_every_manifest_is_accepted_by_the_api_server(api: Kube) -> None:
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
         "Deployment",
         "Namespace",
         "Role",
@@ -55,7 +56,11 @@ async def test_every_manifest_is_accepted_by_the_api_server(api: Kube) -> None:
 
 
 def test_cluster_role_is_least_privilege() -> None:
-    [role] = [d for d in kustomization_objects() if d["kind"] == "ClusterRole"]
+    [role] = [
+        d
+        for d in kustomization_objects()
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "acme-gateway-reconciler"
+    ]
     rules = role["rules"]
     assert isinstance(rules, list)
     for rule in rules:
@@ -68,4 +73,11 @@ def test_cluster_role_is_least_privilege() -> None:
     assert granted[("gateway.envoyproxy.io", "backends")] == {"list", "watch", "create", "patch", "delete"}
     assert granted[("acme.cert-manager.io", "challenges")] == {"list", "watch"}
     assert granted[("kube-dc.com", "projects")] == {"list", "watch"}
+    assert granted[("acme-gateway.kube-dc.com", "domainclaims")] == {"list", "watch", "create"}, "never transfers"
+    assert granted[("acme-gateway.kube-dc.com", "domainclaims/status")] == {"patch"}
+    assert granted[("gateway.networking.k8s.io", "tlsroutes")] == {"list", "watch"}
+    for read_only in (("gateway.networking.k8s.io", "gateways"), ("gateway.networking.k8s.io", "gatewayclasses")):
+        assert granted[read_only] == {"list", "watch"}
+    assert granted[("gateway.envoyproxy.io", "envoyproxies")] == {"list", "watch"}
+    assert granted[("", "events")] == {"create", "get", "list", "patch"}
     assert ("coordination.k8s.io", "leases") not in granted, "leases only in the reconciler's namespace (Role)"

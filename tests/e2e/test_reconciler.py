@@ -266,8 +266,9 @@ async def test_public_unknown_and_look_alike_objects_are_left_alone(
         assert await api.list(BACKENDS, ns) == []
 
     m = await rec.metrics()
-    # Exactly the control challenge's three writes; none for the other objects.
-    assert writes(m, result="success") == 3
+    # Exactly the control challenge's claim of its name and its three writes; none for the other objects.
+    assert writes(m, result="success") == 4
+    assert writes(m, kind="DomainClaim", verb="create", result="success") == 1
     assert writes(m, kind="Service", verb="patch", result="success") == 1
     assert writes(m, kind="Backend", verb="create", result="success") == 1
     assert writes(m, kind="HTTPRoute", verb="create", result="success") == 1

@@ -65,7 +65,7 @@ async def test_apiserver_ready_and_identities(control_plane: ControlPlane, api: 
 
 
 async def test_all_crds_established_and_served(control_plane: ControlPlane, api: Kube) -> None:
-    assert len(control_plane.crd_names) == 14
+    assert len(control_plane.crd_names) == 15, "the 14 upstream CRDs and our DomainClaim"
     for name in control_plane.crd_names:
         crd = await api.get(CRDS, name)
         conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}

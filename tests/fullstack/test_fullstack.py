@@ -346,12 +346,13 @@ async def test_two_cloud_projects_and_a_public_one_at_once(env: Env, timings: Ti
         lambda m: outcomes(m, cloud_a, "success") == 1 and outcomes(m, cloud_b, "success") == 1,
         "both cloud successes counted",
     )
-    # Three writes per cloud solver (Service patch, Backend, companion route), none for the public one;
-    # the deletes once the solver Services go (the reconciler's or the garbage collector's) do not count.
-    for kind, verb in (("Service", "patch"), ("Backend", "create"), ("HTTPRoute", "create")):
+    # Three writes per cloud solver (Service patch, Backend, companion route) after the claim of its name,
+    # none for the public one; the deletes once the solver Services go (the reconciler's or the garbage
+    # collector's) do not count.
+    for kind, verb in (("Service", "patch"), ("Backend", "create"), ("HTTPRoute", "create"), ("DomainClaim", "create")):
         assert m.total("acme_gateway_writes_total", kind=kind, verb=verb, result="success") == 2, (kind, verb)
     assert m.total("acme_gateway_writes_total", verb="patch", result="success") == 2
-    assert m.total("acme_gateway_writes_total", verb="create", result="success") == 4
+    assert m.total("acme_gateway_writes_total", verb="create", result="success") == 6
     assert_no_rejected_writes(m)
 
 

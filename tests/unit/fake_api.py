@@ -122,7 +122,7 @@ class FakeAPI:
     def _create(self, write: Create) -> None:
         body = copy.deepcopy(write.body)
         md = body["metadata"]
-        if md.get("namespace") != write.namespace or body.get("kind") != write.kind.value:
+        if md.get("namespace", "") != write.namespace or body.get("kind") != write.kind.value:
             raise ApiError(400, "body does not match the intent")
         if "resourceVersion" in md or "uid" in md:
             raise ApiError(400, "resourceVersion and uid are set by the server")

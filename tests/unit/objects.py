@@ -10,6 +10,7 @@ from typing import Any
 
 from reconciler.cache import ClusterCache
 from reconciler.model import JSON
+from reconciler.names import claim_name
 from reconciler.policy import Policy
 from reconciler.watches import store_raw, watches
 
@@ -257,9 +258,53 @@ def deleting(obj: Mapping[str, Any]) -> JSON:
     return out
 
 
-def cache_of(objects: Iterable[Mapping[str, Any]], policy: Policy | None = None) -> ClusterCache:
+def domain_claim(hostname: str, project_: Mapping[str, Any] | None = None, name: str | None = None) -> JSON:
+    """A DomainClaim for `hostname` held by `project_` (default: the default project)."""
+    owner = project_ or project()
+    return {
+        "apiVersion": "acme-gateway.kube-dc.com/v1alpha1",
+        "kind": "DomainClaim",
+        "metadata": {
+            "name": name or claim_name(hostname),
+            "uid": uid_of("DomainClaim", "", hostname),
+            "resourceVersion": "1",
+            "creationTimestamp": TIMESTAMP,
+        },
+        "spec": {
+            "hostname": hostname,
+            "project": {"organization": owner["metadata"]["namespace"], "name": owner["metadata"]["name"]},
+            "namespace": owner["status"].get("namespace")
+            or f"{owner['metadata']['namespace']}-{owner['metadata']['name']}",
+        },
+    }
+
+
+def own_claims(objects: Iterable[Mapping[str, Any]]) -> list[JSON]:
+    """Claims by which each Project holds the names its Challenges ask for (unless the world has one)."""
+    world = list(objects)
+    claimed = {o["spec"]["hostname"] for o in world if o["kind"] == "DomainClaim"}
+    projects = {
+        (p.get("status") or {}).get("namespace") or f"{p['metadata']['namespace']}-{p['metadata']['name']}": p
+        for p in world
+        if p["kind"] == "Project"
+    }
+    out = []
+    for ch in world:
+        host = ch["spec"].get("dnsName", "").lower() if ch["kind"] == "Challenge" else ""
+        owner = projects.get(ch["metadata"]["namespace"]) if host else None
+        if owner is not None and host not in claimed:
+            claimed.add(host)
+            out.append(domain_claim(host, owner))
+    return out
+
+
+def cache_of(
+    objects: Iterable[Mapping[str, Any]], policy: Policy | None = None, owned_claims: bool = True
+) -> ClusterCache:
     """The real cluster cache, filled the way the informers fill it (through the same watch table).
 
+    With `owned_claims` (the default) each Project already holds the names its Challenges ask for: the
+    wiring tables are about wiring; `test_reconcile_claims` is about claims.
     An object no informer's label selector takes (an unlabelled HTTPRoute) still lands in its resource's
     first store, so the reconcilers' defensive branches stay testable; in a cluster the reconciler would
     not see it (a create of a taken name then gets 409 AlreadyExists, see test_writer)."""
@@ -267,11 +312,14 @@ def cache_of(objects: Iterable[Mapping[str, Any]], policy: Policy | None = None)
     cache = ClusterCache(pol.solver_label)
     table = watches(cache, pol)
     keep = pol.annotation_keys()
+    objects = list(objects)
+    if owned_claims:
+        objects += own_claims(objects)
     for raw in objects:
         mine = [w for w in table if w.resource.kind == raw["kind"]]
         view = mine[0].parse(raw, keep)
-        if any(w.holds(view) for w in mine):
-            store_raw(table, mine[0].resource, raw, keep)
-        else:
+        store_raw(table, mine[0].resource, raw, keep)
+        selected = [w for w in mine if w.selector is not None]
+        if selected and not any(w.holds(view) for w in selected):
             mine[0].store.upsert(view)
     return cache

@@ -215,8 +215,25 @@ def check_shadow_write(write: Write, cache: ClusterCache, policy: Policy) -> Non
     assert not set(write.body["metadata"]["labels"]) & solver_labels, "cert-manager would adopt it"
 
 
+def check_claim_write(write: Write, cache: ClusterCache) -> None:
+    """A claim is made only for a cloud project's own Challenge, and only when nobody holds the name."""
+    if isinstance(write, Create):
+        spec = write.body["spec"]
+        assert cache.projects_for(spec["namespace"]), f"claim for a namespace without a project: {write}"
+        hosts = {c.dns_name for c in cache.challenges if c.meta.namespace == spec["namespace"]}
+        assert spec["hostname"] in hosts, f"claim for a name no Challenge of the project asks for: {write}"
+        assert cache.claim(spec["hostname"]) is None, f"second claim for one name: {write}"
+    else:
+        assert isinstance(write, Patch)
+        assert write.subresource == "status", f"only a claim's status is ever updated: {write}"
+        assert cache.claims.get(("", write.name)) is not None
+
+
 def check_write_is_allowed(write: Write, cache: ClusterCache, policy: Policy) -> None:
     namespace = write.namespace
+    if write.kind is Kind.DOMAINCLAIM:
+        check_claim_write(write, cache)
+        return
     assert cache.projects_for(namespace), f"write in a namespace without a project: {write}"
     if write.kind is Kind.HTTPROUTE and cache.route(namespace, write.name) is None:
         check_shadow_write(write, cache, policy)
@@ -253,9 +270,23 @@ def check_write_is_allowed(write: Write, cache: ClusterCache, policy: Policy) ->
         before = {r.get("name") for rule in route.rules for r in rule.get("backendRefs") or ()}
         after = {r["name"] for rule in write.body["spec"]["rules"] for r in rule.get("backendRefs") or ()}
         for name in after - before:
+            if not name.endswith(SUFFIX):
+                # Only ever back to the solver Service behind a Backend the route named (the Backend is not
+                # ours to route to, or the name is another project's): never to anything new.
+                assert name + SUFFIX in before, f"route pointed at a new Service: {write}"
+                continue
             svc = cache.service(namespace, name[: -len(SUFFIX)])
             assert svc is not None
             assert effective_network(svc, cache) == "cloud", f"route to a Backend outside a cloud network: {write}"
+            backend = cache.backend(namespace, name)
+            if policy.backend_mode is BackendMode.NONE:
+                # the platform's own Backend, but only one pointing at this very Service's address and port
+                assert backend is not None
+                ep = backend.endpoints
+                assert len(ep) == 1, write
+                assert (ep[0].ip, ep[0].port) == (svc.ingress[0], svc.ports[0].port), write
+            else:
+                assert backend is None or ours(backend), f"route to a Backend we did not make: {write}"
 
 
 def converge(objs: Iterable[JSON], policy: Policy, platform: bool) -> FakeAPI:

@@ -27,7 +27,7 @@ PURE_STDLIB = {
     "typing",
     "zlib",
 }
-PURE_OURS = {"reconciler.model", "reconciler.policy", "reconciler.names"}
+PURE_OURS = {"reconciler.model", "reconciler.policy", "reconciler.names", "reconciler.text"}
 
 
 def imports(path: Path) -> set[str]:

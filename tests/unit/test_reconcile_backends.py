@@ -268,7 +268,17 @@ def test_backend_names_and_their_inverse_agree() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("1", 1), ("8089", 8089), ("65535", 65535), ("08089", 8089), ("0", None), ("65536", None), ("", None)],
+    [
+        ("1", 1),
+        ("8089", 8089),
+        ("65535", 65535),
+        ("08089", 8089),
+        ("0", None),
+        ("65536", None),
+        ("", None),
+        ("9" * 200_000, None),  # int() of it raises ValueError: every reconcile of the Service would fail
+        ("0" * 10 + "8089", 8089),
+    ],
 )
 def test_parse_route_port(value: str, expected: int | None) -> None:
     assert parse_route_port(value) == expected

@@ -365,7 +365,7 @@ def test_concurrent_solvers_get_distinct_ports(world_order_taken: tuple[list[JSO
     """One at a time, the cache updated after each write: every solver ends on its own in-range port that
     no LoadBalancer of the project already holds on the EIP."""
     world, order, taken = world_order_taken
-    policy = Policy()
+    policy = Policy(max_challenges_per_project=100)  # ports, not the concurrency limit (test_reconcile_limits)
     api = FakeAPI(world)
     for key in order:
         decision = reconcile_service(key, o.cache_of(api.objects.values(), policy), policy)

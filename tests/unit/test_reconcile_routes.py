@@ -86,10 +86,16 @@ CASES = [
     Case("public-project-untouched", [CH, SVC, PUBLIC, BACKEND, ROUTE], skipped="public-network"),
     # the platform's own Backend, ports, weights, namespaces
     Case(
-        "platform-backend-used",
+        "platform-backend-not-routed-to",  # backend mode all: only the Backend we made is routed to
         [CH, SVC, CLOUD, o.platform_backend(SVC), ROUTE],
-        rules=[[backend_ref()]],
-        routed=True,
+        refusal="UntrustedBackend",
+        skipped="untrusted-backend",
+    ),
+    Case(
+        "platform-backend-route-restored-to-the-service",  # left on a Backend that is not (any more) ours
+        [CH, SVC, CLOUD, o.platform_backend(SVC), o.backend_route(ROUTE, BACKEND_NAME)],
+        refusal="UntrustedBackend",
+        rules=[[{"group": "", "kind": "Service", "name": SVC["metadata"]["name"], "port": 8089, "weight": 1}]],
     ),
     Case(
         "backend-port-wins",
@@ -231,7 +237,13 @@ def test_reconcile_route(case: Case) -> None:
     assert decision.skipped == case.skipped
     assert [r.reason for r in decision.refusals] == ([case.refusal] if case.refusal else [])
     for r in decision.refusals:
-        assert (r.kind, r.namespace, r.name) == (Kind.HTTPROUTE, *case.key)
+        # a bad route is refused on the route; a Backend that is not ours, on the solver Service
+        on = (
+            (Kind.SERVICE, o.NS, SVC["metadata"]["name"])
+            if r.reason == "UntrustedBackend"
+            else (Kind.HTTPROUTE, *case.key)
+        )
+        assert (r.kind, r.namespace, r.name) == on
     assert (decision.routed is not None) is case.routed
     if case.rules is None:
         assert decision.writes == ()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from reconciler.model import JSON, Key
-from reconciler.policy import Policy, RouteMode
+from reconciler.policy import BackendMode, Policy, RouteMode
 from reconciler.reconcile.intents import Create, Decision, Delete, Kind, Patch
 from reconciler.reconcile.shadows import reconcile_shadow
 from tests.unit import objects as o
@@ -159,9 +159,35 @@ CASES = [
     Case("creates-companion", READY, create=companion()),
     Case("port-follows-backend", [CH, SVC, CLOUD, backend_on(8090), ROUTE], create=companion(8090)),
     Case(
-        "platform-backend-used",
+        "platform-backend-not-routed-to",  # backend mode all: only the Backend we made is routed to
         [CH, SVC, CLOUD, o.platform_backend(SVC, port=8091), ROUTE],
-        create=companion(8091),
+        refusal="UntrustedBackend",
+        skipped="untrusted-backend",
+    ),
+    Case(
+        "platform-backend-used-in-mode-none",  # the platform's, pointing at this Service's address and port
+        [CH, SVC, CLOUD, o.platform_backend(SVC, port=8089), ROUTE],
+        create=companion(8089),
+        policy=Policy(backend_mode=BackendMode.NONE),
+    ),
+    Case(
+        "platform-backend-elsewhere-in-mode-none",  # the platform's Backend pointing somewhere else
+        [CH, SVC, CLOUD, o.platform_backend(SVC, address="100.65.0.7", port=8089), ROUTE],
+        refusal="UntrustedBackend",
+        skipped="untrusted-backend",
+        policy=Policy(backend_mode=BackendMode.NONE),
+    ),
+    Case(
+        "tenant-backend-without-label",  # a tenant's pre-made `<svc>-backend` owned by the solver Service
+        [CH, SVC, CLOUD, edit(BACKEND, metadata__labels={}), ROUTE],
+        refusal="UntrustedBackend",
+        skipped="untrusted-backend",
+    ),
+    Case(
+        "backend-of-a-former-service-of-that-name",  # ours by label, but for another Service's uid
+        [CH, SVC, CLOUD, owned_by(BACKEND, {**o.owner_ref(SVC), "uid": "uid-of-a-deleted-service"}), ROUTE],
+        refusal="UntrustedBackend",
+        skipped="untrusted-backend",
     ),
     Case(
         "backend-without-port",
@@ -236,7 +262,8 @@ CASES = [
         [CH, annotated(SVC, **{o.NETWORK_ANNOTATION: "public"}), CLOUD, BACKEND, ROUTE, EXISTING],
         delete=True,
     ),
-    Case("project-gone", [CH, SVC, BACKEND, ROUTE, EXISTING], delete=True),
+    # no Project owns the namespace (any more): nothing is written there, not even a clean-up
+    Case("project-gone", [CH, SVC, BACKEND, ROUTE, EXISTING], skipped="unknown-project"),
     Case("backend-gone", [CH, SVC, CLOUD, ROUTE, EXISTING], delete=True),
     Case("backend-being-deleted", [CH, SVC, CLOUD, o.deleting(BACKEND), ROUTE, EXISTING], delete=True),
     Case(
@@ -297,7 +324,7 @@ CASES = [
     ),
     # nothing to do
     Case("public-project", [CH, SVC, PUBLIC, BACKEND, ROUTE], skipped="not-cloud"),
-    Case("unknown-project", [CH, SVC, BACKEND, ROUTE], skipped="not-cloud"),
+    Case("unknown-project", [CH, SVC, BACKEND, ROUTE], skipped="unknown-project"),
     Case(
         "override-public-in-cloud-project",
         [CH, annotated(SVC, **{o.NETWORK_ANNOTATION: "public"}), CLOUD, BACKEND, ROUTE],
@@ -410,7 +437,13 @@ def test_reconcile_shadow(case: Case) -> None:
     assert decision.skipped == case.skipped
     assert [r.reason for r in decision.refusals] == ([case.refusal] if case.refusal else [])
     for r in decision.refusals:
-        assert (r.kind, r.namespace, r.name) == (Kind.HTTPROUTE, o.NS, route_name_of(case.world))
+        # a bad route is refused on the route; a Backend that is not ours, on the solver Service
+        on = (
+            (Kind.SERVICE, *case.key)
+            if r.reason == "UntrustedBackend"
+            else (Kind.HTTPROUTE, o.NS, route_name_of(case.world))
+        )
+        assert (r.kind, r.namespace, r.name) == on
     name = f"{case.key[1]}-acme"
     if case.create is not None:
         (write,) = decision.writes

@@ -10,8 +10,10 @@ from reconciler.kube.store import Change, EventType
 from reconciler.model import JSON, Backend, Challenge, HTTPRoute, Key, Project, Service
 from reconciler.triggers import (
     Wake,
+    matters,
     on_backend,
     on_challenge,
+    on_gateway_config,
     on_project,
     on_route,
     on_service,
@@ -118,12 +120,31 @@ def test_a_companion_route_wakes_the_service_that_owns_it() -> None:
     assert on_shadow(Change(EventType.ADDED, None, HTTPRoute.from_raw(raw)), ClusterCache()) == Wake()
 
 
-def test_a_challenge_wakes_the_solver_objects_it_controls() -> None:
+CH_KEY: Key = (o.NS, CH["metadata"]["name"])
+
+
+def test_a_challenge_wakes_the_solver_objects_it_controls_and_its_own_story() -> None:
     wake = on_challenge(Change(EventType.MODIFIED, None, Challenge.from_raw(CH)), cache())
-    assert wake == solver_wake(SVC_KEY, [ROUTE_KEY, ROUTE_KEY])
-    other = on_challenge(Change(EventType.DELETED, Challenge.from_raw(OTHER_CH), None), cache())
+    assert wake.challenges == [CH_KEY, CH_KEY], "its Events and probe (once itself, once via its Service)"
+    assert (wake.services, wake.backends, wake.shadows) == ([SVC_KEY], [SVC_KEY], [SVC_KEY])
+    assert wake.routes == [ROUTE_KEY, ROUTE_KEY]
+    other = on_challenge(
+        Change(EventType.MODIFIED, Challenge.from_raw(OTHER_CH), Challenge.from_raw(OTHER_CH)), cache()
+    )
     assert other.services == [OTHER_KEY]
     assert other.routes == []
+
+
+def test_a_challenge_that_ends_wakes_every_solver_of_its_namespace() -> None:
+    """Its concurrency slot is free: the oldest waiting solver of the project may take it."""
+    done = copy.deepcopy(OTHER_CH)
+    done["status"]["state"] = "valid"
+    ended = Change(EventType.MODIFIED, Challenge.from_raw(OTHER_CH), Challenge.from_raw(done))
+    assert set(on_challenge(ended, cache()).services) == {SVC_KEY, OTHER_KEY}
+    deleted = Change(EventType.DELETED, Challenge.from_raw(OTHER_CH), None)
+    assert set(on_challenge(deleted, cache()).services) == {SVC_KEY, OTHER_KEY}
+    again = Change(EventType.MODIFIED, Challenge.from_raw(done), Challenge.from_raw(done))
+    assert on_challenge(again, cache()).services == [OTHER_KEY], "already final: nothing new"
 
 
 def test_a_project_wakes_everything_in_the_namespaces_either_version_names() -> None:
@@ -146,3 +167,35 @@ def test_owning_service_needs_a_controlling_core_v1_service() -> None:
     assert owning_service(meta({**svc_ref, "controller": False}).meta) is None
     assert owning_service(meta({**svc_ref, "apiVersion": "example.com/v1"}).meta) is None
     assert owning_service(meta(o.owner_ref(CH)).meta) is None
+
+
+def test_every_hop_of_a_solver_wakes_the_story_of_its_challenge() -> None:
+    c = cache()
+    assert on_service(Change(EventType.MODIFIED, None, Service.from_raw(SVC)), c).challenges == [CH_KEY]
+    backend = Backend.from_raw(o.managed_backend(SVC))
+    assert on_backend(Change(EventType.MODIFIED, None, backend), c).challenges == [CH_KEY]
+    assert on_route(Change(EventType.MODIFIED, None, HTTPRoute.from_raw(ROUTE)), c).challenges == [CH_KEY]
+    companion = HTTPRoute.from_raw(
+        {"metadata": {"name": "x-acme", "namespace": o.NS, "uid": "u", "ownerReferences": [o.owner_ref(SVC)]}}
+    )
+    assert on_shadow(Change(EventType.MODIFIED, None, companion), c).challenges == [CH_KEY], "the Gateway's verdict"
+
+
+def test_a_gateway_set_up_differently_wakes_every_solver_route() -> None:
+    wake = on_gateway_config(Change(EventType.ADDED, None, None), cache())  # type: ignore[arg-type]
+    assert wake.routes == [ROUTE_KEY]
+    assert wake.shadows == [SVC_KEY]
+    assert wake.challenges == [CH_KEY]
+
+
+def test_an_update_that_leaves_the_view_as_it_was_wakes_nothing() -> None:
+    """cert-manager rewrites a waiting Challenge's status ~250 times a second (its message counts down)."""
+    churned = copy.deepcopy(CH)
+    churned["metadata"]["resourceVersion"] = "2"
+    churned["status"]["reason"] = "Waiting 4.996s before accepting"
+    same = Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(churned))
+    assert not matters(same)
+    churned["status"]["state"] = "valid"
+    assert matters(Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(churned)))
+    assert matters(Change(EventType.ADDED, None, Challenge.from_raw(CH)))
+    assert matters(Change(EventType.DELETED, Challenge.from_raw(CH), None))

@@ -13,7 +13,7 @@ from reconciler.kube.events import EventRecorder
 from reconciler.metrics import Metrics
 from reconciler.model import Service
 from reconciler.policy import Policy
-from reconciler.reconcile.intents import Create, Delete, Kind, Patch, Refusal
+from reconciler.reconcile.intents import Create, Delete, Kind, Notice, Patch, Refusal, Subject
 from reconciler.reconcile.reasons import Refused
 from reconciler.watches import watches
 from reconciler.writer import Outcome, Requeue, Verb, Writer, handling
@@ -28,8 +28,18 @@ class FakeClient:
         self.error = error
         self.answer = answer or {}
         self.calls: list[tuple[str, Any]] = []
+        self.listed: list[dict[str, Any]] = []
+        self.selectors: list[str | None] = []
 
-    async def patch(self, resource: Any, namespace: str, name: str, body: Any) -> dict[str, Any]:
+    async def list_page(
+        self, resource: Any, namespace: str | None = None, *, field_selector: str | None = None, limit: int = 500
+    ) -> dict[str, Any]:
+        self.selectors.append(field_selector)
+        return {"items": self.listed}
+
+    async def patch(
+        self, resource: Any, namespace: str, name: str, body: Any, *, subresource: str | None = None
+    ) -> dict[str, Any]:
         return self._answer("patch", (resource.plural, namespace, name, body))
 
     async def create(self, resource: Any, namespace: str | None, body: Any) -> dict[str, Any]:
@@ -51,22 +61,23 @@ class FakeClient:
         return [body for verb, body in self.calls if verb == "event"]
 
 
-def writer(client: FakeClient) -> tuple[Writer, Metrics, ClusterCache]:
+def writer(client: FakeClient, dry_run: bool = False) -> tuple[Writer, Metrics, ClusterCache]:
     metrics = Metrics()
     policy = Policy()
     cache = ClusterCache(policy.solver_label)
     svc = Service.from_raw({"metadata": {"name": "s", "namespace": "ns", "uid": "u1", "resourceVersion": "7"}})
     cache.services.upsert(svc)
     table = watches(cache, policy)
-    return Writer(client, cache, table, policy, EventRecorder(client, metrics, "test"), metrics), metrics, cache
+    recorder = EventRecorder(client, metrics, "test", dry_run=dry_run)
+    return Writer(client, cache, table, policy, recorder, metrics, dry_run=dry_run), metrics, cache
 
 
 PATCH = Patch(Kind.SERVICE, "ns", "s", "7", {"spec": {"type": "LoadBalancer"}}, "why")
 ABOUT_SERVICE = (Kind.SERVICE, ("ns", "s"))
 
 
-def written(metrics: Metrics, result: str, verb: str = "patch", kind: str = "Service") -> float:
-    labels = {"kind": kind, "verb": verb, "result": result}
+def written(metrics: Metrics, result: str, verb: str = "patch", kind: str = "Service", dry_run: str = "false") -> float:
+    labels = {"kind": kind, "verb": verb, "result": result, "dry_run": dry_run}
     return metrics.registry.get_sample_value("acme_gateway_writes_total", labels) or 0.0
 
 
@@ -83,7 +94,7 @@ TERMINATING = "unable to create new content in namespace ns because it is being 
         (Verb.CREATE, ApiError(409, "Conflict", "modified"), Outcome.CONFLICT, True, False),
         (Verb.PATCH, ApiError(409, "Conflict", "modified"), Outcome.CONFLICT, True, False),
         (Verb.PATCH, ApiError(404, "NotFound", "gone"), Outcome.NOT_FOUND, False, False),
-        (Verb.DELETE, ApiError(404, "NotFound", "gone"), Outcome.SUCCESS, False, False),
+        (Verb.DELETE, ApiError(404, "NotFound", "gone"), Outcome.NOT_FOUND, False, False),
         (Verb.CREATE, ApiError(403, "Forbidden", TERMINATING), Outcome.NAMESPACE_TERMINATING, False, False),
         (Verb.PATCH, ApiError(403, "Forbidden", "RBAC says no"), Outcome.REJECTED, False, True),
         (Verb.PATCH, ApiError(422, "Invalid", "spec.type"), Outcome.REJECTED, False, True),
@@ -171,11 +182,60 @@ async def test_write_into_a_terminating_namespace_is_dropped_quietly() -> None:
     assert client.events() == []
 
 
-async def test_delete_of_something_already_gone_counts_as_done() -> None:
-    w, metrics, _ = writer(FakeClient(ApiError(404, "NotFound", "gone")))
+async def test_delete_of_something_already_gone_is_counted_as_not_found_and_forgotten() -> None:
+    w, metrics, cache = writer(FakeClient(ApiError(404, "NotFound", "gone")))
     delete = Delete(Kind.SERVICE, "ns", "s", "u1", "7", "why")
-    await w.apply(delete, ABOUT_SERVICE)
-    assert written(metrics, "success", "delete") == 1
+    assert await w.apply(delete, ABOUT_SERVICE) is Outcome.NOT_FOUND
+    assert written(metrics, "not_found", "delete") == 1
+    assert written(metrics, "success", "delete") == 0, "a 404 is not a delete of ours"
+    assert cache.service("ns", "s") is None
+
+
+async def test_a_deleted_object_leaves_the_cache_at_once_so_it_is_deleted_once() -> None:
+    w, _, cache = writer(FakeClient())
+    delete = Delete(Kind.SERVICE, "ns", "s", "u1", "7", "why")
+    assert await w.apply(delete, ABOUT_SERVICE) is Outcome.SUCCESS
+    assert cache.service("ns", "s") is None, "the next decision must not see it and delete it again"
+
+
+async def test_a_delete_of_another_object_of_that_name_leaves_the_cache_alone() -> None:
+    w, _, cache = writer(FakeClient())
+    await w.apply(Delete(Kind.SERVICE, "ns", "s", "another-uid", "7", "why"), ABOUT_SERVICE)
+    assert cache.service("ns", "s") is not None
+
+
+async def test_a_rejected_write_is_not_sent_again_unchanged() -> None:
+    client = FakeClient(ApiError(422, "Invalid", "spec.clusterIP: None"))
+    w, metrics, _ = writer(client)
+    for _ in range(5):
+        await w.apply(PATCH, ABOUT_SERVICE)
+    assert len([c for c in client.calls if c[0] == "patch"]) == 1, "one rejection, no retry loop"
+    assert len(client.events()) == 1
+    assert written(metrics, "not_sent") == 4
+    changed = Patch(Kind.SERVICE, "ns", "s", "8", {"spec": {"type": "LoadBalancer"}}, "why")
+    await w.apply(changed, ABOUT_SERVICE)
+    assert len([c for c in client.calls if c[0] == "patch"]) == 2, "a new version of the object is tried"
+
+
+async def test_a_refusal_is_shown_on_every_object_it_names_and_counted_once() -> None:
+    client = FakeClient()
+    w, metrics, _ = writer(client)
+    challenge = Subject(Kind.CHALLENGE, "ns", "ch", "uc")
+    refusal = Refusal(Kind.SERVICE, "ns", "s", "u1", Refused.DOMAIN_CLAIMED, "claimed", (challenge,))
+    await w.report(refusal)
+    await w.report(refusal)
+    involved = [(e["involvedObject"]["kind"], e["involvedObject"]["apiVersion"]) for e in client.events()]
+    assert involved == [("Service", "v1"), ("Challenge", "acme.cert-manager.io/v1")]
+    labels = {"kind": "Service", "reason": "DomainClaimed"}
+    assert metrics.registry.get_sample_value("acme_gateway_refusals_total", labels) == 1
+
+
+async def test_an_event_message_is_bounded() -> None:
+    client = FakeClient()
+    w, _, _ = writer(client)
+    await w.report(Refusal(Kind.SERVICE, "ns", "s", "u1", Refused.INVALID_ROUTE_PORT, "x" * 200_000))
+    (event,) = client.events()
+    assert len(event["message"]) <= 1024
 
 
 async def test_a_refusal_is_reported_once_per_object_and_reason() -> None:
@@ -195,3 +255,58 @@ async def test_create_that_finds_the_name_taken_is_not_retried() -> None:
     create = Create(Kind.HTTPROUTE, "ns", {"metadata": {"name": "s-acme"}}, "why")
     await w.apply(create, ABOUT_SERVICE)  # no Requeue: no hot loop on a foreign name
     assert written(metrics, "already_exists", "create", "HTTPRoute") == 1
+
+
+async def test_a_dry_run_sends_nothing_and_counts_each_write_it_would_make_once() -> None:
+    client = FakeClient()
+    w, metrics, cache = writer(client, dry_run=True)
+    for _ in range(3):
+        assert await w.apply(PATCH, ABOUT_SERVICE) is Outcome.DRY_RUN
+    await w.report(Refusal(Kind.SERVICE, "ns", "s", "u1", Refused.NO_CHALLENGE_OWNER, "labels without an owner"))
+    assert client.calls == [], "no write and no Event"
+    assert written(metrics, "dry_run", dry_run="true") == 1
+    assert written(metrics, "success") == 0
+    svc = cache.service("ns", "s")
+    assert svc is not None
+    assert svc.meta.resource_version == "7", "nothing written through: nothing was written"
+
+
+async def test_a_notice_can_cite_the_platforms_own_events_about_another_object() -> None:
+    client = FakeClient()
+    client.listed = [
+        {"reason": "PortInUse", "message": "port 8089 is taken on EIP default-gw", "source": {"component": "kube-dc"}},
+        {"reason": "Mine", "message": "ours", "source": {"component": "acme-gateway-reconciler"}},
+    ]
+    w, _, _ = writer(client)
+    service = Subject(Kind.SERVICE, "ns", "s", "u1")
+    challenge = Subject(Kind.CHALLENGE, "ns", "ch", "uc")
+    await w.notify(Notice((challenge,), "Warning", "NoAddress", "no address within 30s", cite=service))
+    (event,) = client.events()
+    assert (
+        event["message"] == "no address within 30s; the platform says: PortInUse: port 8089 is taken on EIP default-gw"
+    )
+    assert client.selectors == ["involvedObject.uid=u1"]
+
+
+async def test_a_writes_answer_wakes_the_triggers_as_its_watch_event_would() -> None:
+    """The watch event of a version already in the cache changes nothing and wakes nothing (no work for
+    status churn), so the write-through itself must wake what depends on the written object."""
+    answer = {"metadata": {"name": "s-backend", "namespace": "ns", "uid": "ub", "resourceVersion": "9"}}
+    metrics = Metrics()
+    policy = Policy()
+    cache = ClusterCache(policy.solver_label)
+    seen: list[tuple[str, str, str]] = []
+    client = FakeClient(answer=answer)
+    w = Writer(
+        client,
+        cache,
+        watches(cache, policy),
+        policy,
+        EventRecorder(client, metrics, "test"),
+        metrics,
+        on_change=lambda watch, change: seen.append((watch.resource.plural, change.type.value, change.obj.meta.name)),
+    )
+    await w.apply(Create(Kind.BACKEND, "ns", {"metadata": {"name": "s-backend"}}, "why"), ABOUT_SERVICE)
+    assert seen == [("backends", "ADDED", "s-backend")]
+    await w.apply(Delete(Kind.BACKEND, "ns", "s-backend", "ub", "9", "why"), ABOUT_SERVICE)
+    assert seen[-1] == ("backends", "DELETED", "s-backend")

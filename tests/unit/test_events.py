@@ -1,0 +1,95 @@
+"""Events are aggregated (`kube/events.py`): one Event per object and reason, repeats raise its count at
+most once per interval, and a restart finds the same Event again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reconciler.kube.client import ApiError
+from reconciler.kube.events import EventRecorder, ObjectRef, event_name
+from reconciler.metrics import Metrics
+
+pytestmark = pytest.mark.anyio
+
+ABOUT = ObjectRef("acme.cert-manager.io/v1", "Challenge", "ns", "ch-1", "uid-1")
+
+
+class EventsAPI:
+    """Events by name, as the API server keeps them: a second create of a name is 409 AlreadyExists."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, dict[str, Any]] = {}
+        self.writes: list[str] = []
+
+    async def create(self, resource: Any, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        self.writes.append("create")
+        if name in self.events:
+            raise ApiError(409, "AlreadyExists", f'events "{name}" already exists')
+        self.events[name] = body
+        return body
+
+    async def patch(self, resource: Any, namespace: str | None, name: str, body: Any) -> dict[str, Any]:
+        self.writes.append("patch")
+        self.events[name] |= body
+        return self.events[name]
+
+    async def get(self, resource: Any, namespace: str | None, name: str) -> dict[str, Any]:
+        return self.events[name]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_repeats_raise_the_count_at_most_once_per_interval() -> None:
+    api, clock = EventsAPI(), Clock()
+    recorder = EventRecorder(api, Metrics(), "test", repeat_interval=30, clock=clock)
+    for _ in range(10):
+        await recorder.post(ABOUT, "Warning", "GatewayProbeFailed", "HTTP 503", repeat=True)
+    assert api.writes == ["create"], "nine repeats within the interval: counted, not written"
+    clock.now = 31
+    await recorder.post(ABOUT, "Warning", "GatewayProbeFailed", "connection refused", repeat=True)
+    (event,) = api.events.values()
+    assert event["count"] == 11
+    assert event["message"] == "connection refused"
+    assert api.writes == ["create", "patch"]
+
+
+async def test_a_once_only_event_is_written_once() -> None:
+    api = EventsAPI()
+    recorder = EventRecorder(api, Metrics(), "test")
+    for _ in range(3):
+        await recorder.post(ABOUT, "Normal", "Routed", "routed")
+    assert api.writes == ["create"]
+
+
+async def test_after_a_restart_the_same_event_is_found_again() -> None:
+    api, clock = EventsAPI(), Clock()
+    await EventRecorder(api, Metrics(), "a", clock=clock).post(ABOUT, "Warning", "NoAddress", "no address", True)
+    again = EventRecorder(api, Metrics(), "b", clock=clock)  # a new process
+    await again.post(ABOUT, "Warning", "NoAddress", "no address", repeat=True)
+    await again.post(ABOUT, "Normal", "Routed", "routed")
+    await EventRecorder(api, Metrics(), "c", clock=clock).post(ABOUT, "Normal", "Routed", "routed")
+    assert len(api.events) == 2, "one Event per object and reason, whatever the process"
+    assert api.events[event_name(ABOUT, "NoAddress")]["count"] == 2
+    assert api.events[event_name(ABOUT, "Routed")]["count"] == 1, "a once-only Event is not counted again"
+
+
+async def test_event_names_are_valid_and_bounded() -> None:
+    long = ObjectRef("v1", "Service", "ns", "x" * 253, "u")
+    name = event_name(long, "Reason")
+    assert len(name) <= 253
+    assert event_name(ABOUT, "A") != event_name(ABOUT, "B")
+
+
+async def test_a_dry_run_posts_nothing() -> None:
+    api = EventsAPI()
+    await EventRecorder(api, Metrics(), "test", dry_run=True).post(ABOUT, "Warning", "X", "y")
+    assert api.writes == []
