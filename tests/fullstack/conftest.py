@@ -39,7 +39,14 @@ from testbed.certificates import acme_issuer, certificate
 from testbed.certmanager_controller import CertManagerController
 from testbed.controlplane import ControlPlane
 from testbed.gateway import EnvoyGateway
-from testbed.harness import Project, ReconcilerNotReady, ReconcilerProcess, forget_namespace, start_reconciler
+from testbed.harness import (
+    Project,
+    ReconcilerNotReady,
+    ReconcilerProcess,
+    forget_claims,
+    forget_namespace,
+    start_reconciler,
+)
 from testbed.issuance import Issuance
 from testbed.kube import Kube, Obj
 from testbed.kubedc import KubeDC
@@ -307,6 +314,7 @@ async def env(
             code = await proc.terminate()
             print(f"\n--- reconciler log {proc.log_path} (exit {code}) ---\n{proc.log()}")
         for name in world.namespaces:
+            await forget_claims(api, name)  # cluster-scoped: they would outlive the project
             await forget_namespace(api, name)
 
 
