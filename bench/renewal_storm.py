@@ -203,6 +203,7 @@ def challenge_stats(
         "lost_per_challenge": round(lost / max(1, len(reports)), 3),
         "challenges_that_lost_a_round": sum(ch.rounds.lost > 0 for _, ch in reports),
         "lost_before_wired": lost_before_wired,
+        "challenges_with_a_new_solver": sum(ch.solver_services > 1 for _, ch in reports),
         "lost_reasons": dict(lost_reasons),
         "challenge_records": {
             "columns": ["challenge", "scheduled_s", "solver_s", "wired_s", "final_s", "state", "rounds", "lost"],
@@ -295,6 +296,10 @@ def reconciler_summary(m: Metrics) -> dict[str, Any]:
         "challenge_outcomes": _sum_by(m, "acme_gateway_challenge_outcomes_total", "outcome", "state"),
         "writes": _sum_by(m, "acme_gateway_writes_total", "kind", "verb", "result"),
         "reconcile_errors": m.total("acme_gateway_reconcile_errors_total"),
+        "events": _sum_by(m, "acme_gateway_events_total", "type", "reason"),
+        "api_requests": _sum_by(m, "acme_gateway_api_requests_total", "verb"),
+        "rate_limiter_wait_seconds": round(m.total("acme_gateway_api_client_rate_limiter_seconds_sum"), 2),
+        "gateway_probes": _sum_by(m, "acme_gateway_gateway_probes_total", "result"),
     }
 
 

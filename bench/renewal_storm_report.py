@@ -134,6 +134,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         ("self-check rounds per Challenge (mean)", ("rounds_per_challenge",), False),
         ("self-checks lost per Challenge", ("lost_per_challenge",), False),
         ("lost before the route was wired", ("lost_before_wired",), False),
+        ("Challenges whose solver cert-manager made anew", ("challenges_with_a_new_solver",), False),
         ("reconciler CPU seconds", ("reconciler", "cpu_seconds"), False),
         ("reconciler CPU % of a core (mean / peak)", ("reconciler_cpu",), False),
         ("reconciler RSS MiB (peak)", ("reconciler", "rss_mib_peak"), False),

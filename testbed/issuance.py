@@ -36,6 +36,7 @@ class ChallengeReport:
     rounds: Classified
     round_starts: tuple[str, ...] = ()  # each self-check round's start; "x" marks one that failed
     reason: str = ""
+    solver_services: int = 0  # more than 1: cert-manager made it a new solver Service
 
     def as_dict(self) -> dict[str, Any]:
         """For results files."""
@@ -55,6 +56,7 @@ class ChallengeReport:
             **self.rounds.as_dict(),
             "round_starts_s": list(self.round_starts),
             "reason": self.reason,
+            "solver_services": self.solver_services,
         }
 
 
@@ -167,6 +169,7 @@ def report(
                     f"{r.start - issuance.started:.2f}{'x' if r.failure else ''}" for r in challenge_rounds.rounds
                 ),
                 reason=m.reason,
+                solver_services=len(timeline.solver_services.get(uid, [])),
             )
         )
     issuance.challenges = found

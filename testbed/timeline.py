@@ -73,7 +73,9 @@ class Timeline:
     api: Kube
     challenges: dict[str, ChallengeMarks] = field(default_factory=dict)  # uid -> marks
     certificates: dict[tuple[str, str], CertificateMarks] = field(default_factory=dict)
-    solver_services: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # challenge uid -> (ns, name, t)
+    # challenge uid -> its solver Services (namespace, name, first seen), oldest first: under load cert-manager
+    # sometimes makes two for one Challenge from a stale cache, deletes both and makes a third
+    solver_services: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
     companion_routes: dict[tuple[str, str], float] = field(default_factory=dict)  # (ns, service) -> t
     solver_routes: dict[str, float] = field(default_factory=dict)  # challenge uid -> t cert-manager's route
     patched_routes: dict[str, float] = field(default_factory=dict)  # challenge uid -> t it routed to a Backend
@@ -142,8 +144,12 @@ class Timeline:
 
     def _service(self, kind: str, obj: Obj, now: float) -> None:
         owner = _controller_uid(obj)
-        if kind != "DELETED" and owner is not None and owner not in self.solver_services:
-            self.solver_services[owner] = (obj["metadata"]["namespace"], obj["metadata"]["name"], now)
+        if kind == "DELETED" or owner is None:
+            return
+        known = self.solver_services.setdefault(owner, [])
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if all((ns, name) != key for ns, name, _ in known):
+            known.append((*key, now))
 
     def _route(self, kind: str, obj: Obj, now: float) -> None:
         meta = obj["metadata"]
@@ -164,18 +170,18 @@ class Timeline:
 
     def solver_created(self, challenge_uid: str) -> float | None:
         """When the Challenge's solver Service first appeared."""
-        service = self.solver_services.get(challenge_uid)
-        return None if service is None else service[2]
+        services = self.solver_services.get(challenge_uid)
+        return services[0][2] if services else None
 
     def wired(self, challenge_uid: str) -> float | None:
-        """When the gateway first had somewhere to send this Challenge's token (see the module docstring)."""
+        """When the gateway first had somewhere to send this Challenge's token (see the module docstring),
+        through any of its solver Services."""
         times = [self.patched_routes.get(challenge_uid)]
         marks = self.challenges.get(challenge_uid)
         if marks is not None and marks.namespace in self.reachable:
             times.append(self.solver_routes.get(challenge_uid))
-        service = self.solver_services.get(challenge_uid)
-        if service is not None:
-            times.append(self.companion_routes.get((service[0], service[1])))
+        for namespace, name, _ in self.solver_services.get(challenge_uid, []):
+            times.append(self.companion_routes.get((namespace, name)))
         found = [t for t in times if t is not None]
         return min(found) if found else None
 
