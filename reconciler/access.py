@@ -30,7 +30,12 @@ class Write:
 
 
 WRITES: tuple[Write, ...] = (
-    Write(SERVICES, ("patch",), "solver Services become LoadBalancers on the project's EIP"),
+    Write(
+        SERVICES,
+        ("patch", "get"),
+        "solver Services become LoadBalancers on the project's EIP; read before re-creating what was just "
+        "deleted with its owner (writer.py)",
+    ),
     Write(
         SERVICES,
         ("update",),
@@ -50,7 +55,9 @@ WRITES: tuple[Write, ...] = (
 )
 """Every write (see `reconcile/*`: Patch, Create and Delete of each `Kind`; Events in `kube/events.py`)."""
 
-LEADER_ELECTION = Write(LEASES, ("get", "create", "update"), "leader election (kube/leader.py)")
+LEADER_ELECTION = Write(
+    LEASES, ("get", "create", "update", "list", "watch"), "leader election (kube/leader.py; watched for hand-overs)"
+)
 
 
 def _merge(into: dict[tuple[Resource, str | None], Requirement], req: Requirement) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 from pydantic import ValidationError
 
-from reconciler.kube.client import ApiError, KubeClient
+from reconciler.kube.client import ApiError, KubeClient, SilentWatch
 from reconciler.kube.diagnosis import BUILT_IN, forbidden, install_hint, rbac_fix, rbac_name, resource_id
 from reconciler.kube.resources import Resource
 from reconciler.kube.store import Change, EventType, Store
@@ -80,7 +80,14 @@ class Informer(Generic[T]):
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         optional: bool = False,
+        idle_timeout: float | None = None,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
+        self.keep = keep
+        """Objects this returns False for (read from the raw JSON, before any view is built) are not
+        cached at all; one that stops being kept leaves the cache as if deleted."""
+        self.idle_timeout = idle_timeout
+        """Seconds a watch may deliver nothing before it is re-opened (`SilentWatch`)."""
         self.client = client
         self.resource = resource
         self.from_raw = from_raw
@@ -123,6 +130,11 @@ class Informer(Generic[T]):
                 log.info("watch expired, relisting", extra={"resource": self.name})
                 self.metrics.watch_restarts.labels(self._label, "gone").inc()
                 self.resource_version = None
+            except SilentWatch as exc:
+                # The server sends a bookmark about once a minute even when nothing changes: this long a
+                # silence means a dead stream. Re-open from the last resourceVersion at once (no relist).
+                log.warning("watch went silent; re-opening it", extra={"resource": self.name, "error": str(exc)})
+                self.metrics.watch_restarts.labels(self._label, "silent").inc()
             except ApiError as exc:
                 if not (self.optional and exc.not_found):
                     failures = await self._back_off(exc, failures)
@@ -167,6 +179,8 @@ class Informer(Generic[T]):
                     continue
                 raise
             for raw in page.get("items") or ():
+                if self.keep is not None and not self.keep(raw):
+                    continue
                 view = self._project(raw)
                 if view is not None:
                     items.append(view)
@@ -188,7 +202,12 @@ class Informer(Generic[T]):
         assert self.resource_version is not None
         try:
             async with self.client.watch(
-                self.resource, self.namespace, self.resource_version, self.label_selector, self.watch_timeout
+                self.resource,
+                self.namespace,
+                self.resource_version,
+                self.label_selector,
+                self.watch_timeout,
+                idle_timeout=self.idle_timeout,
             ) as events:
                 self._recovered()
                 async for event in events:
@@ -217,6 +236,11 @@ class Informer(Generic[T]):
             if rv:
                 self.resource_version = rv
             return
+        if self.keep is not None and not self.keep(obj):
+            if rv:
+                self.resource_version = rv
+            self._drop(obj)
+            return
         view = self._project(obj)
         if rv:
             self.resource_version = rv
@@ -231,6 +255,14 @@ class Informer(Generic[T]):
             old = self.store.delete(view.meta.key)
             self._emit(Change(EventType.DELETED, old or view, None))
         self._count()
+
+    def _drop(self, raw: Mapping[str, Any]) -> None:
+        """An object not kept: if the cache held it (it was kept before), it leaves as if deleted."""
+        md = raw.get("metadata") or {}
+        old = self.store.delete((str(md.get("namespace") or ""), str(md.get("name") or "")))
+        if old is not None:
+            self._emit(Change(EventType.DELETED, old, None))
+            self._count()
 
     def _project(self, raw: Mapping[str, Any]) -> T | None:
         try:

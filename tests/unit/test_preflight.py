@@ -185,7 +185,7 @@ async def test_missing_verbs_are_grouped_per_resource_and_namespace() -> None:
         return not (a["resource"] == "services" and a.get("namespace") == "team-b" and not a.get("subresource"))
 
     assert await failure(FakeApi(allowed=allowed), requirements) == [
-        f"not allowed to list, watch, patch services in namespace team-b (as {SERVICE_ACCOUNT_USER}): "
+        f"not allowed to list, watch, patch, get services in namespace team-b (as {SERVICE_ACCOUNT_USER}): "
         "apply manifests/rbac.yaml (ClusterRole acme-gateway-reconciler and its ClusterRoleBinding)"
     ]
 
@@ -215,8 +215,9 @@ async def test_the_lease_in_another_namespace() -> None:
     requirements = access.for_policy(Policy(), leader_election_namespace="ops")
     api = FakeApi(allowed=lambda a: a["resource"] != "leases")
     assert await failure(api, requirements) == [
-        f"not allowed to get, create, update leases.coordination.k8s.io in namespace ops (as {SERVICE_ACCOUNT_USER}"
-        f"): grant get, create, update on leases.coordination.k8s.io in namespace ops to {SERVICE_ACCOUNT_USER} "
+        "not allowed to get, create, update, list, watch leases.coordination.k8s.io in namespace ops "
+        f"(as {SERVICE_ACCOUNT_USER}): grant get, create, update, list, watch on leases.coordination.k8s.io in "
+        f"namespace ops to {SERVICE_ACCOUNT_USER} "
         "(manifests/rbac.yaml has Role acme-gateway-reconciler-leader-election for namespace "
         "acme-gateway-reconciler only)"
     ]
@@ -287,8 +288,7 @@ async def test_an_api_server_that_never_answers_gives_up_after_the_wait() -> Non
 
 async def test_nothing_listening_is_connection_refused_within_the_wait() -> None:
     (port,) = free_loopback_ports(1)
-    api = k8s_client.ApiClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"))
-    client = KubeClient(api, Metrics(), Limits())
+    client = KubeClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"), Metrics(), Limits())
     try:
         with pytest.raises(StartupError) as caught:
             await preflight.run(client, EVERYTHING, 1.0)
@@ -339,5 +339,5 @@ def test_requirements_carry_the_lease_only_when_electing() -> None:
     assert not any(r.resource == LEASES for r in EVERYTHING)
     electing = access.for_policy(Policy(), leader_election_namespace="ns")
     [lease] = [r for r in electing if r.resource == LEASES]
-    assert lease == Requirement(LEASES, ("get", "create", "update"), ("ns",), lease=True)
+    assert lease == Requirement(LEASES, ("get", "create", "update", "list", "watch"), ("ns",), lease=True)
     assert next(r for r in EVERYTHING if r.resource == SERVICES).namespaces == (None,)
