@@ -279,10 +279,11 @@ async def run_phase(
 
 def _sum_by(m: Metrics, name: str, *labels: str) -> dict[str, float]:
     """A counter summed over every label but ``labels`` (e.g. over projects)."""
-    sums: Counter[str] = Counter()
+    sums: dict[str, float] = {}
     for sample in m.find(name):
-        sums["/".join(sample.labels.get(label, "") for label in labels)] += sample.value
-    return dict(sums)
+        key = "/".join(sample.labels.get(label, "") for label in labels)
+        sums[key] = sums.get(key, 0.0) + sample.value
+    return sums
 
 
 def reconciler_summary(m: Metrics) -> dict[str, Any]:
