@@ -288,6 +288,13 @@ class Env:
                     print(f"not Ready: {json.dumps(one.as_dict())}")
         return list(started)
 
+    def solvers_made(self, *projects: Project) -> tuple[int, int]:
+        """(Challenges, solver Services cert-manager made for them) in these projects so far. Under load
+        cert-manager sometimes makes a second Service for a Challenge from a stale cache, deletes both and
+        makes a third; the reconciler wires each one it sees."""
+        challenges = self.timeline.in_namespaces([p.namespace for p in projects])
+        return len(challenges), sum(len(self.timeline.solver_services.get(uid, [])) for uid in challenges)
+
     async def renew(self, p: Project, name: str = "app") -> Issuance:
         """Trigger a re-issuance as ``cmctl renew`` does."""
         return await issuance.trigger_renewal(self.api, self.timeline, p.namespace, name)

@@ -82,6 +82,17 @@ def assert_no_rejected_writes(m: Metrics) -> None:
     assert m.total("acme_gateway_reconcile_errors_total") == 0
 
 
+def assert_writes_per_solver(m: Metrics, kind: str, verb: str, solvers: tuple[int, int]) -> None:
+    """One such write per solver: exactly one per Challenge when cert-manager made one solver Service for
+    each, else between one per Challenge and one per solver Service it made."""
+    challenges, services = solvers
+    n = m.total("acme_gateway_writes_total", kind=kind, verb=verb, result="success")
+    if services == challenges:
+        assert n == challenges, (kind, verb, n, solvers)
+    else:
+        assert challenges <= n <= services, (kind, verb, n, solvers)
+
+
 def assert_no_lost_checks(*issued: Issuance) -> None:
     """No self-check round failed once the route had had a retry period to be wired and programmed."""
     for one in issued:
@@ -147,6 +158,9 @@ class History:
 
     def by_name_prefix(self, prefix: str) -> list[list[Obj]]:
         return [v for v in self.versions.values() if v[0]["metadata"]["name"].startswith(prefix)]
+
+    def names(self) -> list[str]:
+        return [v[0]["metadata"]["name"] for v in self.versions.values()]
 
 
 @contextlib.asynccontextmanager
@@ -233,9 +247,10 @@ async def test_a_cloud_certificate_issues_through_the_shared_gateway(env: Env, t
 
     m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
     assert outcomes(m, p, "failure") == 0
-    assert m.total("acme_gateway_writes_total", kind="Service", verb="patch", result="success") == 1
-    assert m.total("acme_gateway_writes_total", kind="Backend", verb="create", result="success") == 1
-    assert m.total("acme_gateway_writes_total", kind="HTTPRoute", verb="create", result="success") == 1
+    solvers = env.solvers_made(p)
+    timings["challenges_and_solver_services"] = solvers
+    for kind, verb in (("Service", "patch"), ("Backend", "create"), ("HTTPRoute", "create")):
+        assert_writes_per_solver(m, kind, verb, solvers)
     assert m.total("acme_gateway_writes_total", kind="HTTPRoute", verb="patch") == 0
     assert m.total("acme_gateway_route_reverts_total") == 0
     assert_no_rejected_writes(m)
@@ -266,14 +281,18 @@ async def test_a_certificate_with_three_names_uses_three_ports_on_the_eip(env: E
     names = [dns_name(p, label) for label in labels]
     await assert_tls_secret(env, p.namespace, names)
     ports = assert_validated_through_envoy(env, p, names)
-    assert ports == {8089, 8090, 8091}, "three concurrent solvers, three distinct external ports on one EIP"
+    challenges, services = env.solvers_made(p)
+    # Three concurrent solvers, three distinct external ports on one EIP: the first three of the range, unless
+    # cert-manager made a solver Service anew while another still held a port.
+    assert len(ports) == 3, ports
+    assert ports == {8089, 8090, 8091} or (services > challenges and ports <= set(range(8089, 8089 + services)))
     assert_validated_through_envoy(env, baseline, [dns_name(baseline, label) for label in labels])
     assert_no_lost_checks(cloud, base)
     assert len(cloud.challenges) == 3
     events = await env.api.list(EVENTS, p.namespace)
     assert not [e for e in events if e["reason"] == "PortInUse"], "kube-dc refused no solver"
     m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 3, "three successes counted")
-    assert m.total("acme_gateway_writes_total", kind="Backend", verb="create", result="success") == 3
+    assert_writes_per_solver(m, "Backend", "create", env.solvers_made(p))
     assert_no_rejected_writes(m)
 
 
@@ -328,18 +347,24 @@ async def test_two_cloud_projects_and_a_public_one_at_once(env: Env, timings: Ti
     assert public_rounds.rounds >= 2, public_rounds
     assert public_rounds.rounds_passed == 0, public_rounds
 
-    # The public project's solver objects were never written by the reconciler: the Service's
-    # resourceVersion never changed; the route's spec, labels and generation never changed (its
-    # resourceVersion does: Envoy Gateway writes the route's status).
-    (svc_versions,) = services.by_name_prefix("cm-acme-http-solver-")
-    assert {v["metadata"]["resourceVersion"] for v in svc_versions} == {svc_versions[0]["metadata"]["resourceVersion"]}
-    assert svc_versions[0]["spec"]["type"] == "NodePort"
-    (route_versions,) = routes.by_name_prefix("cm-acme-http-solver-")
-    for version in route_versions:
-        assert version["metadata"]["generation"] == 1
-        assert version["spec"] == route_versions[0]["spec"]
-        assert version["metadata"].get("labels") == route_versions[0]["metadata"].get("labels")
-    assert len(routes.versions) == 1, "no companion route"
+    # The public project's solver objects were never written by the reconciler: each Service's
+    # resourceVersion never changed; each route's spec, labels and generation never changed (its
+    # resourceVersion does: Envoy Gateway writes the route's status). Usually one of each; under load
+    # cert-manager may make a Service or route anew (stale cache), so all are checked.
+    solver_services = services.by_name_prefix("cm-acme-http-solver-")
+    assert solver_services
+    for svc_versions in solver_services:
+        first = svc_versions[0]
+        assert {v["metadata"]["resourceVersion"] for v in svc_versions} == {first["metadata"]["resourceVersion"]}
+        assert first["spec"]["type"] == "NodePort"
+    solver_routes = routes.by_name_prefix("cm-acme-http-solver-")
+    assert solver_routes
+    for route_versions in solver_routes:
+        for version in route_versions:
+            assert version["metadata"]["generation"] == 1
+            assert version["spec"] == route_versions[0]["spec"]
+            assert version["metadata"].get("labels") == route_versions[0]["metadata"].get("labels")
+    assert not [n for n in routes.names() if n.endswith("-acme")], "no companion route"
     assert await env.api.list(BACKENDS, public.namespace) == []
 
     m = await rec.metrics_when(
@@ -349,10 +374,18 @@ async def test_two_cloud_projects_and_a_public_one_at_once(env: Env, timings: Ti
     # Three writes per cloud solver (Service patch, Backend, companion route) after the claim of its name,
     # none for the public one; the deletes once the solver Services go (the reconciler's or the garbage
     # collector's) do not count.
-    for kind, verb in (("Service", "patch"), ("Backend", "create"), ("HTTPRoute", "create"), ("DomainClaim", "create")):
-        assert m.total("acme_gateway_writes_total", kind=kind, verb=verb, result="success") == 2, (kind, verb)
-    assert m.total("acme_gateway_writes_total", verb="patch", result="success") == 2
-    assert m.total("acme_gateway_writes_total", verb="create", result="success") == 6
+    solvers = env.solvers_made(cloud_a, cloud_b)
+    timings["challenges_and_solver_services"] = solvers
+    for kind, verb in (("Service", "patch"), ("Backend", "create"), ("HTTPRoute", "create")):
+        assert_writes_per_solver(m, kind, verb, solvers)
+    assert m.total("acme_gateway_writes_total", kind="DomainClaim", verb="create", result="success") == 2
+    patches = m.total("acme_gateway_writes_total", verb="patch", result="success")
+    creates = m.total("acme_gateway_writes_total", verb="create", result="success")
+    if solvers == (2, 2):
+        assert (patches, creates) == (2, 6)
+    else:
+        assert 2 <= patches <= solvers[1]
+        assert 6 <= creates <= 2 + 2 * solvers[1]
     assert_no_rejected_writes(m)
 
 
@@ -456,12 +489,14 @@ async def test_a_certificate_for_an_ip_address(env: Env, timings: Timings) -> No
     assert assert_validated_through_envoy(env, p, [ips[p.namespace]]) == {8089}
     assert_no_lost_checks(cloud, base)
 
-    # cert-manager omits hostnames on an IP challenge's route; the companion route does the same.
+    # cert-manager omits hostnames on an IP challenge's route; the companion route does the same. (Usually
+    # one of each; under load cert-manager may make its route or Service anew, so all are checked.)
     companions = [v for v in routes.versions.values() if v[0]["metadata"]["name"].endswith("-acme")]
-    (solver_route,) = [v for v in routes.by_name_prefix("cm-acme-http-solver-") if v not in companions]
-    assert not solver_route[0]["spec"].get("hostnames"), solver_route[0]["spec"]
-    assert len(companions) == 1
-    assert not companions[0][-1]["spec"].get("hostnames"), companions[0][-1]["spec"]
+    solver_routes = [v for v in routes.by_name_prefix("cm-acme-http-solver-") if v not in companions]
+    assert solver_routes
+    assert companions
+    for versions in solver_routes + companions:
+        assert not versions[-1]["spec"].get("hostnames"), versions[-1]["spec"]
     m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
     assert m.total("acme_gateway_refusals_total") == 0
     assert_no_rejected_writes(m)
