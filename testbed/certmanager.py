@@ -26,11 +26,10 @@ Reproduced:
   the garbage collector.
 
 Not reproduced here: the ACME protocol (no account, order, authorization or Accept call: a passing
-self-check means ``valid``, unless ``SolverConfig.accept`` is given; ``testbed.issuer`` uses it to drive a
-real order against Pebble), Issuer lookup (the solver config is read from the Challenge), the scheduler's
-limits (max concurrent challenges, one challenge per dnsName at a time), pod templates, extra labels from
-flags, Ingress solvers, Events, the metrics, and the optional readiness gates. Redirects are not followed by the
-default self-check, to keep all traffic on loopback.
+self-check means ``valid``, unless ``SolverConfig.accept`` is given), Issuer lookup (the solver config is
+read from the Challenge), the scheduler's limits (max concurrent challenges, one challenge per dnsName at a
+time), pod templates, extra labels from flags, Ingress solvers, Events, the metrics, and the optional
+readiness gates. Redirects are not followed by the default self-check, to keep all traffic on loopback.
 """
 
 from __future__ import annotations

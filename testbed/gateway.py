@@ -28,6 +28,7 @@ import httpx
 import yaml
 
 from testbed.binaries import FullstackBinaries, find_binaries, find_fullstack_binaries
+from testbed.certmanager_controller import find_cert_manager
 from testbed.errors import ComponentError, FullstackError
 from testbed.kube import ENVOYPROXIES, GATEWAYCLASSES, GATEWAYS, NAMESPACES, SECRETS, Resource
 from testbed.netns import netns_command, require_private_netns, with_certs_mounted
@@ -389,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("netns needs a command")
     find_binaries()
     find_fullstack_binaries()
+    find_cert_manager()  # the full-stack suite runs the real cert-manager too
     command = netns_command(cmd)
     os.execvp(command[0], command)
 

@@ -81,6 +81,7 @@ GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", n
 REFERENCEGRANTS = Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants")
 BACKENDS = Resource("gateway.envoyproxy.io", "v1alpha1", "backends", kind="Backend")
 ENVOYPROXIES = Resource("gateway.envoyproxy.io", "v1alpha1", "envoyproxies")
+BACKENDTRAFFICPOLICIES = Resource("gateway.envoyproxy.io", "v1alpha1", "backendtrafficpolicies")
 CHALLENGES = Resource("acme.cert-manager.io", "v1", "challenges", kind="Challenge")
 ORDERS = Resource("acme.cert-manager.io", "v1", "orders")
 CERTIFICATES = Resource("cert-manager.io", "v1", "certificates")

@@ -14,6 +14,19 @@ EndpointSlices, so an HTTPRoute that sends the gateway to the Service itself get
 A Service without a load-balancer address (a NodePort solver in a public project, or one kube-dc refused)
 gets no server at all.
 
+The exception is a namespace given to ``reach_services``: there the cluster network is reachable from the
+gateway, as in a cluster without kube-dc's isolation (the baseline every time to Ready is compared with),
+and cert-manager's own route works with no reconciler. The API server refuses loopback addresses in
+EndpointSlices, so the stand-in is the Service address instead of Pod addresses: a BackendTrafficPolicy
+(``routingType: Service``) makes Envoy Gateway send the namespace's solver routes to the Service's ClusterIP
+(127.96.x.y here), and the solver's server listens on that address and the Service port, as kube-proxy
+would forward it to the Pod. The solver Pod is ready at once (no kubelet, no image pull): a floor.
+
+A solver Pod starts serving ``pod_start`` seconds after it appeared (no earlier than its Service has an
+address): a real Pod is scheduled, its container started, before it answers. With 0 a "Pod" answers within
+milliseconds, which no kubelet does; the full-stack tests and the storm benchmark use 1 s, a fast kubelet
+with the image cached, for cloud and baseline projects alike.
+
 Servers run in threads, so they answer even while the test's event loop is busy; every request is kept in
 ``hits`` for assertions (who asked, through which address and port, with what answer).
 """
@@ -33,11 +46,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from testbed.gatewaycheck import ingress_ip
 from testbed.httpservers import LoopbackServer, SeenRequest
-from testbed.kube import PODS, SERVICES, Kube, Obj
+from testbed.kube import BACKENDTRAFFICPOLICIES, PODS, SERVICES, Kube, Obj
 from testbed.solverobjects import LABEL_SOLVER
 
 CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
 RETRY_SECONDS: Final = 0.5  # after a failed bind (the address:port still held by a server being stopped)
+FAST_POD_START: Final = 1.0  # seconds from solver Pod creation to serving: a fast kubelet, image cached
+REACHABLE_POLICY: Final = "reachable-cluster-network"  # the BackendTrafficPolicy of a baseline namespace
 
 
 @dataclass(frozen=True)
@@ -143,13 +158,17 @@ class SolverServers:
     ``servers.hits`` what was asked.
     """
 
-    def __init__(self, api: Kube) -> None:
+    def __init__(self, api: Kube, pod_start: float = 0.0) -> None:
         self.api = api
+        self.pod_start = pod_start
+        self._pod_seen: dict[str, float] = {}  # Pod uid -> when it first appeared (monotonic)
+        self._wake_at: float | None = None  # a sync is scheduled then, for a Pod still starting
         self.hits: list[Hit] = []
         self.errors: list[Exception] = []  # unexpected failures of the background work, for assertions
         self._services: dict[str, Obj] = {}  # uid -> Service
         self._pods: dict[str, Obj] = {}  # uid -> Pod
         self._servers: dict[str, _Server] = {}  # Service uid -> its server
+        self._reachable: set[str] = set()  # namespaces whose Service addresses the gateway reaches
         self._synced = {SERVICES.plural: anyio.Event(), PODS.plural: anyio.Event()}
         self._send: MemoryObjectSendStream[None]
         self._receive: MemoryObjectReceiveStream[None]
@@ -177,6 +196,24 @@ class SolverServers:
         self._send.close()
         self._receive.close()
 
+    async def reach_services(self, namespace: str) -> None:
+        """Make ``namespace``'s solver Services reachable from the gateway at their ClusterIP, so that
+        cert-manager's own route works there (see the module docstring); call before its solvers appear."""
+        policy: Obj = {
+            "apiVersion": BACKENDTRAFFICPOLICIES.api_version,
+            "kind": "BackendTrafficPolicy",
+            "metadata": {"name": REACHABLE_POLICY, "namespace": namespace},
+            "spec": {
+                "targetSelectors": [
+                    {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "matchLabels": {LABEL_SOLVER: "true"}}
+                ],
+                "routingType": "Service",
+            },
+        }
+        await self.api.apply(BACKENDTRAFFICPOLICIES, policy)
+        self._reachable.add(namespace)
+        self._send.send_nowait(None)
+
     def serving(self) -> dict[tuple[str, str], tuple[str, int, SolverAnswer]]:
         """(namespace, Service) -> (address, port, answer) of every running server."""
         return {
@@ -195,20 +232,33 @@ class SolverServers:
                 self._synced[plural].set()
             elif event.type == "DELETED":
                 known.pop(event.object["metadata"]["uid"], None)
+                self._pod_seen.pop(event.object["metadata"]["uid"], None)
             else:
                 known[event.object["metadata"]["uid"]] = event.object
+                if res is PODS:
+                    self._pod_seen.setdefault(event.object["metadata"]["uid"], time.monotonic())
             self._send.send_nowait(None)
 
     def _wanted(self) -> dict[str, _Want]:
         answers: dict[tuple[str, str], SolverAnswer] = {}
-        for pod in self._pods.values():
+        now, starting = time.monotonic(), []
+        for uid, pod in self._pods.items():
             owner, answer = _controller_uid(pod), pod_answer(pod)
-            if owner and answer and not pod["metadata"].get("deletionTimestamp"):
-                answers[(pod["metadata"]["namespace"], owner)] = answer
+            if not owner or not answer or pod["metadata"].get("deletionTimestamp"):
+                continue
+            ready_at = self._pod_seen.get(uid, now) + self.pod_start
+            if ready_at > now:
+                starting.append(ready_at)
+                continue
+            answers[(pod["metadata"]["namespace"], owner)] = answer
+        if starting:
+            self._wake(min(starting))
         wanted: dict[str, _Want] = {}
         for uid, svc in self._services.items():
             meta = svc["metadata"]
             address, ports = ingress_ip(svc), svc["spec"].get("ports") or []
+            if meta["namespace"] in self._reachable:
+                address = svc["spec"].get("clusterIP")
             owner = _controller_uid(svc)
             if meta.get("deletionTimestamp") or not address or not ports or owner is None:
                 continue
@@ -218,6 +268,20 @@ class SolverServers:
             if answer is not None:
                 wanted[uid] = _Want(meta["namespace"], meta["name"], address, int(ports[0]["port"]), answer)
         return wanted
+
+    def _wake(self, at: float) -> None:
+        """Sync again at ``at`` (monotonic), when a starting Pod is ready."""
+        if self._tg is None or (self._wake_at is not None and self._wake_at <= at):
+            return
+        self._wake_at = at
+
+        async def later() -> None:
+            await anyio.sleep(max(0.0, at - time.monotonic()))
+            if self._wake_at == at:
+                self._wake_at = None
+            self._send.send_nowait(None)
+
+        self._tg.start_soon(later)
 
     async def _work(self) -> None:
         async for _ in self._receive:
