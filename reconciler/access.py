@@ -50,7 +50,9 @@ WRITES: tuple[Write, ...] = (
 )
 """Every write (see `reconcile/*`: Patch, Create and Delete of each `Kind`; Events in `kube/events.py`)."""
 
-LEADER_ELECTION = Write(LEASES, ("get", "create", "update"), "leader election (kube/leader.py)")
+LEADER_ELECTION = Write(
+    LEASES, ("get", "create", "update", "list", "watch"), "leader election (kube/leader.py; watched for hand-overs)"
+)
 
 
 def _merge(into: dict[tuple[Resource, str | None], Requirement], req: Requirement) -> None:

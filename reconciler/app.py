@@ -92,7 +92,7 @@ async def serve(settings: Settings) -> int:
                         return
 
             tg.start_soon(watch_signals)
-            exit_code = await _run(controller, elector, metrics)
+            exit_code = await _run(controller, elector, metrics, client)
             tg.cancel_scope.cancel()
     finally:
         await runner.cleanup()
@@ -101,18 +101,24 @@ async def serve(settings: Settings) -> int:
     return exit_code
 
 
-async def _run(controller: Controller, elector: LeaderElector | None, metrics: Metrics) -> int:
-    """Runs the controller, as the lease holder when electing; returns the exit code."""
+async def _run(controller: Controller, elector: LeaderElector | None, metrics: Metrics, client: KubeClient) -> int:
+    """Runs the controller, as the lease holder when electing; returns the exit code. A standby runs its
+    informers all along (warm cache, ready) and starts writing the moment the lease is its own."""
     if elector is None:
         metrics.leader.set(1)
         await controller.run()
         return 0
-    await elector.acquire()
+    leading = anyio.Event()
     lost = False
-    async with anyio.create_task_group() as held:
+    async with anyio.create_task_group() as tg:
 
-        async def keep_lease() -> None:
+        async def lead() -> None:
             nonlocal lost
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(elector.follow, client)
+                await elector.acquire()
+                waiting.cancel_scope.cancel()
+            leading.set()
             try:
                 await elector.hold()
             except LeadershipLost as exc:
@@ -120,11 +126,11 @@ async def _run(controller: Controller, elector: LeaderElector | None, metrics: M
                 # the pod restarts as a candidate.
                 log.error("lost the leader lease; stopping", extra={"error": str(exc)})
                 lost = True
-                held.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
 
-        held.start_soon(keep_lease)
-        await controller.run()
-        held.cancel_scope.cancel()
+        tg.start_soon(lead)
+        await controller.run(leading)
+        tg.cancel_scope.cancel()
     if lost:
         return 1
     await elector.release()

@@ -44,6 +44,11 @@ class Settings(BaseSettings, PolicyFields):
     burst: int = Field(default=40, ge=1, description="client-side API request burst")
     resync_period: float = Field(default=600.0, ge=0, description="seconds between safety resyncs; 0 = off")
     watch_timeout: int = Field(default=300, ge=10, description="server-side timeout of one watch request")
+    watch_idle_timeout: float = Field(
+        default=90.0,
+        gt=0,
+        description="seconds a watch may deliver nothing (no event, no bookmark) before it is re-opened",
+    )
     startup_timeout: float = Field(
         default=30.0, gt=0, description="seconds the start-up checks wait for the API server to answer"
     )

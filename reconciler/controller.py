@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from reconciler.cache import ClusterCache
 from reconciler.config import Settings
@@ -95,6 +96,21 @@ def _loops(settings: Settings, metrics: Metrics) -> Loops:
     )
 
 
+async def _first_of(wanted: anyio.Event, other: anyio.Event) -> bool:
+    """Waits for either event; True when `wanted` was set first (or already)."""
+    if wanted.is_set() or other.is_set():
+        return wanted.is_set()
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait, wanted)
+        tg.start_soon(wait, other)
+    return wanted.is_set()
+
+
 class Controller:
     def __init__(self, client: KubeClient, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -142,6 +158,7 @@ class Controller:
             label_selector=str(watch.selector) if watch.selector else None,
             watch_timeout=self.settings.watch_timeout,
             optional=watch.optional,
+            idle_timeout=self.settings.watch_idle_timeout,
         )
 
     def _changed(self, watch: Watch[Any], change: Change[Any]) -> None:
@@ -157,8 +174,10 @@ class Controller:
 
     # -- running --------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Runs until `stop()`; then stops watching, drains in-flight work and returns."""
+    async def run(self, leading: anyio.Event | None = None) -> None:
+        """Runs until `stop()`. The informers start at once, so a standby's cache is warm and it is ready;
+        the workers (every write) start once `leading` is set (None: at once). On stop: no new work, the
+        work in progress finishes (up to `DRAIN_SECONDS`), then it returns."""
         self.started = True
         async with anyio.create_task_group() as tg:
             informer_scope = anyio.CancelScope()
@@ -173,22 +192,30 @@ class Controller:
             for informer in self.informers:
                 await informer.synced.wait()
             log.info("caches synced", extra={"objects": self._cache_sizes()})
-            for loop in self.loops:
-                tg.start_soon(loop.queue.run_delays)
-                for _ in range(loop.workers):
-                    tg.start_soon(self._worker, loop)
-            if self.settings.resync_period > 0:
-                tg.start_soon(self._resync)
+            if leading is not None and not leading.is_set():
+                log.info("standby: caches warm, waiting for the lease")
+                await _first_of(leading, self._stop)
+            if not self._stop.is_set():
+                self._start_work(tg)
             await self._stop.wait()
-            log.info("stopping: draining work queues")
+            log.info("stopping: no new work, finishing the writes in progress")
             informer_scope.cancel()
             for loop in self.loops:
-                loop.queue.shutdown()
+                loop.queue.shutdown(drain=False)
             with anyio.move_on_after(DRAIN_SECONDS):
                 for loop in self.loops:
                     await loop.queue.wait_drained()
             tg.cancel_scope.cancel()
         await self.prober.aclose()
+
+    def _start_work(self, tg: anyio.abc.TaskGroup) -> None:
+        """The workers: every key the informers queued meanwhile (as a standby: everything) is decided."""
+        for loop in self.loops:
+            tg.start_soon(loop.queue.run_delays)
+            for _ in range(loop.workers):
+                tg.start_soon(self._worker, loop)
+        if self.settings.resync_period > 0:
+            tg.start_soon(self._resync)
 
     def stop(self) -> None:
         self._stop.set()

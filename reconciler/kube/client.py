@@ -41,6 +41,14 @@ REQUEST_TIMEOUT = 30.0
 MAX_RETRY_AFTER = 30.0
 
 
+class SilentWatch(Exception):
+    """A watch delivered nothing (no event, no bookmark) for `seconds`: re-open it from where it was."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no event or bookmark for {seconds:g}s")
+        self.seconds = seconds
+
+
 class ApiError(Exception):
     """A non-2xx answer (or no answer: status 0) from the API server."""
 
@@ -208,8 +216,12 @@ class KubeClient:
         resource_version: str,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
+        idle_timeout: float | None = None,
+        field_selector: str | None = None,
     ) -> AsyncIterator[AsyncIterator[JSON]]:
-        """Opens a watch and yields an iterator of decoded events; the stream ends at the server's timeout."""
+        """Opens a watch and yields an iterator of decoded events; the stream ends at the server's timeout.
+        With `idle_timeout`, a stream that delivers no byte (no event, no bookmark) for that long raises
+        `SilentWatch`: the connection may be open and dead (a stalled proxy, a half-open socket)."""
         query = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
@@ -218,7 +230,9 @@ class KubeClient:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
-        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=timeout_seconds + 30)
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=idle_timeout or timeout_seconds + 30)
         resp = await self._send(_Request("watch", "GET", resource.path(namespace), query), timeout)
         try:
             if resp.status != 200:
@@ -226,7 +240,10 @@ class KubeClient:
 
             async def events() -> AsyncIterator[JSON]:
                 while True:
-                    line = await resp.content.readline()
+                    try:
+                        line = await resp.content.readline()
+                    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+                        raise SilentWatch(idle_timeout or timeout_seconds + 30) from exc
                     if not line:
                         return
                     if line.strip():

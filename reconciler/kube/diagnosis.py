@@ -92,7 +92,7 @@ def rbac_fix(namespace: str | None = None, lease: bool = False, user: str | None
     role = f"Role {LEADER_ELECTION_ROLE}" if lease else f"ClusterRole {CLUSTER_ROLE}"
     if lease and namespace != RBAC_NAMESPACE:
         return (
-            f"grant get, create, update on leases.coordination.k8s.io in namespace {namespace} to "
+            f"grant get, create, update, list, watch on leases.coordination.k8s.io in namespace {namespace} to "
             f"{user or 'this identity'} ({RBAC_MANIFEST} has {role} for namespace {RBAC_NAMESPACE} only)"
         )
     if user and user != SERVICE_ACCOUNT_USER:

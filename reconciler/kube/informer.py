@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 from pydantic import ValidationError
 
-from reconciler.kube.client import ApiError, KubeClient
+from reconciler.kube.client import ApiError, KubeClient, SilentWatch
 from reconciler.kube.diagnosis import BUILT_IN, forbidden, install_hint, rbac_fix, rbac_name, resource_id
 from reconciler.kube.resources import Resource
 from reconciler.kube.store import Change, EventType, Store
@@ -80,7 +80,10 @@ class Informer(Generic[T]):
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         optional: bool = False,
+        idle_timeout: float | None = None,
     ) -> None:
+        self.idle_timeout = idle_timeout
+        """Seconds a watch may deliver nothing before it is re-opened (`SilentWatch`)."""
         self.client = client
         self.resource = resource
         self.from_raw = from_raw
@@ -123,6 +126,11 @@ class Informer(Generic[T]):
                 log.info("watch expired, relisting", extra={"resource": self.name})
                 self.metrics.watch_restarts.labels(self._label, "gone").inc()
                 self.resource_version = None
+            except SilentWatch as exc:
+                # The server sends a bookmark about once a minute even when nothing changes: this long a
+                # silence means a dead stream. Re-open from the last resourceVersion at once (no relist).
+                log.warning("watch went silent; re-opening it", extra={"resource": self.name, "error": str(exc)})
+                self.metrics.watch_restarts.labels(self._label, "silent").inc()
             except ApiError as exc:
                 if not (self.optional and exc.not_found):
                     failures = await self._back_off(exc, failures)
@@ -188,7 +196,12 @@ class Informer(Generic[T]):
         assert self.resource_version is not None
         try:
             async with self.client.watch(
-                self.resource, self.namespace, self.resource_version, self.label_selector, self.watch_timeout
+                self.resource,
+                self.namespace,
+                self.resource_version,
+                self.label_selector,
+                self.watch_timeout,
+                idle_timeout=self.idle_timeout,
             ) as events:
                 self._recovered()
                 async for event in events:

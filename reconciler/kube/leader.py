@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -36,6 +37,19 @@ class LeaseClient(Protocol):
     async def create(self, resource: Any, namespace: str | None, body: Any) -> JSON: ...
 
     async def replace(self, resource: Any, namespace: str | None, name: str, body: Any) -> JSON: ...
+
+
+class LeaseWatcher(Protocol):
+    def watch(
+        self,
+        resource: Any,
+        namespace: str | None,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+        idle_timeout: float | None = None,
+        field_selector: str | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[JSON]]: ...
 
 
 class LeadershipLost(Exception):
@@ -72,13 +86,33 @@ class LeaderElector:
         self._on_change = on_change or (lambda _: None)
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
+        self._released = anyio.Event()
         self.is_leader = False
 
     async def acquire(self) -> None:
-        """Returns once this process holds the lease."""
-        while not await self.try_acquire_or_renew():  # noqa: ASYNC110 - a Lease is polled, as client-go does
-            await anyio.sleep(self.retry_period * random.uniform(1.0, 1.2))
+        """Returns once this process holds the lease: tried every `retry_period` (an expired term is only
+        seen by polling), and at once when `follow` sees the holder let go."""
+        while not await self.try_acquire_or_renew():
+            self._released = anyio.Event()
+            with anyio.move_on_after(self.retry_period * random.uniform(1.0, 1.2)):
+                await self._released.wait()
         log.info("became leader", extra={"lease": f"{self.namespace}/{self.name}", "identity": self.identity})
+
+    async def follow(self, client: LeaseWatcher) -> None:
+        """Watches the Lease until cancelled, so a holder handing it back (SIGTERM) is followed at once."""
+        selector = f"metadata.name={self.name}"
+        while True:
+            try:
+                async with client.watch(
+                    LEASES, self.namespace, "", field_selector=selector, timeout_seconds=300
+                ) as events:
+                    async for event in events:
+                        spec = (event.get("object") or {}).get("spec") or {}
+                        if event.get("type") in ("MODIFIED", "DELETED") and not spec.get("holderIdentity"):
+                            self._released.set()
+            except Exception as exc:  # the watch is an optimisation: polling still acquires
+                log.debug("lease watch failed; polling only", extra={"error": str(exc)})
+                await anyio.sleep(self.retry_period)
 
     async def hold(self) -> None:
         """Renews until cancelled; raises LeadershipLost when a renewal deadline passes."""

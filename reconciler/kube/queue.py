@@ -147,10 +147,17 @@ class WorkQueue(Generic[K]):
                 del self._waiting_until[key]
                 self.add(key)
 
-    def shutdown(self) -> None:
+    def shutdown(self, drain: bool = True) -> None:
+        """Refuse new adds. With `drain` the queued keys are still handed out; without, only the work in
+        progress finishes (a replica handing over: the next leader has every key in its own queue)."""
         self._shutting_down = True
         self._waiting.clear()
         self._waiting_until.clear()
+        if not drain:
+            self._queue.clear()
+            self._dirty.clear()
+            self._queued_at.clear()
+            self._depth_changed()
         self._wake(getters=True, delays=True)
 
     async def wait_drained(self) -> None:

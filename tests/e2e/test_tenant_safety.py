@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from testbed.gatewaycheck import solver_service
+from testbed.certmanager import SolverConfig
+from testbed.gatewaycheck import RoutedToBackend, solver_service
 from testbed.harness import CertManager, Metrics, ProjectFactory, StartReconciler
 from testbed.kube import (
     BACKENDS,
@@ -36,7 +37,6 @@ from tests.e2e.test_reconciler import (
     TOKEN_LABEL,
     WIRE_WITHIN,
     assert_clean,
-    fast_solver,
     warnings_for,
     wired,
     writes,
@@ -503,8 +503,8 @@ async def test_twenty_five_challenges_with_a_limit_of_ten_never_exceed_it_and_al
     owner: dict[str, str] = {}  # solver Service -> its Challenge
     waiting_seen = 0.0
 
-    async def record(resource: Any, kind: str) -> None:
-        async for event in api.watch(resource, p.namespace):
+    async def record(resource: Any, kind: str, since: str) -> None:
+        async for event in api.watch(resource, p.namespace, resource_version=since):
             if event.type == "BOOKMARK":
                 continue
             obj = event.object
@@ -517,13 +517,20 @@ async def test_twenty_five_challenges_with_a_limit_of_ten_never_exceed_it_and_al
                 final = event.type == "DELETED" or obj.get("status", {}).get("state") in FINAL
                 history.append((rv, kind, name, final))
 
-    await cert_manager.start(fast_solver(api), namespaces=[p.namespace])  # outside our task group
+    # All 25 exist before cert-manager's solver loop starts, so their solvers arrive together (as in a
+    # renewal storm) and the limit is met in practice, whatever the machine's speed. The watches start
+    # from a resourceVersion taken before anything was made, so they miss nothing.
+    since = (await api.list_raw(CHALLENGES, p.namespace))["metadata"]["resourceVersion"]
+    challenges = [await cert_manager.challenge(p.namespace, host(f"c{i}")) for i in range(25)]
+    names = {ch["metadata"]["name"] for ch in challenges}
+    # Each challenge stays under way a few seconds once routed (3 passes 1 s apart), as validation takes.
+    slow = SolverConfig(
+        self_check=RoutedToBackend(api), required_passes=3, pass_interval=1.0, retry_period=1.0, give_up_after=120
+    )
+    await cert_manager.start(slow, namespaces=[p.namespace])  # outside our task group
     async with anyio.create_task_group() as tg:
-        tg.start_soon(record, SERVICES, "Service")
-        tg.start_soon(record, CHALLENGES, "Challenge")
-        await anyio.sleep(0.5)  # both watches open before the first challenge
-        challenges = [await cert_manager.challenge(p.namespace, host(f"c{i}")) for i in range(25)]
-        names = {ch["metadata"]["name"] for ch in challenges}
+        tg.start_soon(record, SERVICES, "Service", since)
+        tg.start_soon(record, CHALLENGES, "Challenge", since)
 
         async def all_valid() -> bool:
             nonlocal waiting_seen

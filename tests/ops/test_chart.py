@@ -176,6 +176,7 @@ NON_DEFAULT: dict[str, Any] = {
     "address_timeout": 45.0,
     "challenge_workers": 6,
     "startup_timeout": 12.0,
+    "watch_idle_timeout": 45.0,
 }
 
 

@@ -20,7 +20,7 @@ Event = tuple[str, str, bool]
 
 
 async def run_until(
-    script: Script, condition: Any, timeout: float = 5.0
+    script: Script, condition: Any, timeout: float = 5.0, **options: Any
 ) -> tuple[Store[Service], list[Event], Metrics]:
     metrics = Metrics()
     store: Store[Service] = Store({"namespace": by_namespace})
@@ -30,7 +30,7 @@ async def run_until(
         events.append((change.type.value, change.obj.meta.name, change.initial))
 
     async with serve(script, metrics) as client:
-        informer = Informer(client, SERVICES, Service.from_raw, store, handler, metrics, backoff_base=0.01)
+        informer = Informer(client, SERVICES, Service.from_raw, store, handler, metrics, backoff_base=0.01, **options)
         async with anyio.create_task_group() as tg:
             tg.start_soon(informer.run)
             with anyio.fail_after(timeout):
@@ -136,3 +136,20 @@ async def test_a_missing_crd_is_reported_as_such(caplog: pytest.LogCaptureFixtur
     )
     await run_until(script, lambda s, e: len(s) == 1)
     assert any("is its CRD installed?" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+async def test_a_silent_watch_is_reopened_from_where_it_was_without_a_relist() -> None:
+    """The connection stays open and nothing comes (a stalled proxy, a half-open socket): after the idle
+    limit the watch is opened again from the last resourceVersion."""
+    script = Script(lists=[(200, listing("10", item("a", "5")))], watches=[])  # every watch hangs, silent
+
+    def reopened_twice(store: Any, events: Any) -> bool:
+        return len([r for r in script.requests if r[0] == "watch"]) >= 3
+
+    started = anyio.current_time()
+    _, _, metrics = await run_until(script, reopened_twice, timeout=5.0, idle_timeout=0.2)
+    assert anyio.current_time() - started < 2.0, "detected within a bounded time"
+    watches = [query for verb, query in script.requests if verb == "watch"]
+    assert {w["resourceVersion"] for w in watches} == {"10"}
+    assert [verb for verb, _ in script.requests].count("list") == 1, "no relist: nothing was lost"
+    assert count(metrics, "acme_gateway_watch_restarts_total", resource="services", reason="silent") >= 2

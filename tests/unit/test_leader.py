@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 
 from reconciler.kube.client import ApiError
@@ -145,3 +147,55 @@ async def test_hold_raises_when_renewals_fail_past_the_deadline(monkeypatch: pyt
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError, match="retry_period < renew_deadline < lease_duration"):
         LeaderElector(LeaseAPI(), "ns", "l", "a", lease_duration=10, renew_deadline=10, retry_period=2)
+
+
+class WatchedLeaseAPI(LeaseAPI):
+    """The Lease API plus a watch that streams every update of the Lease."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[dict[str, Any]] = []
+        self.changed = anyio.Event()
+
+    async def replace(self, resource: Any, namespace: str | None, name: str, body: Any) -> dict[str, Any]:
+        answer = await super().replace(resource, namespace, name, body)
+        self.updates.append(answer)
+        self.changed.set()
+        self.changed = anyio.Event()
+        return answer
+
+    @asynccontextmanager
+    async def watch(self, resource: Any, namespace: str | None, resource_version: str, **_: Any) -> Any:
+        async def events() -> Any:
+            seen = 0
+            while True:
+                while seen < len(self.updates):
+                    seen += 1
+                    yield {"type": "MODIFIED", "object": self.updates[seen - 1]}
+                await self.changed.wait()
+
+        yield events()
+
+
+async def test_a_standby_takes_a_released_lease_at_once_not_at_its_next_poll() -> None:
+    api = WatchedLeaseAPI()
+    leader = LeaderElector(api, "ns", "lease", "a", lease_duration=15, renew_deadline=10, retry_period=5)
+    standby = LeaderElector(api, "ns", "lease", "b", lease_duration=15, renew_deadline=10, retry_period=5)
+    await leader.acquire()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(standby.follow, api)
+        acquired = anyio.Event()
+
+        async def wait_for_it() -> None:
+            await standby.acquire()
+            acquired.set()
+
+        tg.start_soon(wait_for_it)
+        await anyio.sleep(0.1)  # the standby tried once and sleeps up to its 5 s retry period
+        started = anyio.current_time()
+        await leader.release()
+        with anyio.fail_after(2):
+            await acquired.wait()
+        assert anyio.current_time() - started < 1.0, "followed at once, not after the retry period"
+        tg.cancel_scope.cancel()
+    assert standby.is_leader

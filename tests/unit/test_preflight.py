@@ -215,8 +215,9 @@ async def test_the_lease_in_another_namespace() -> None:
     requirements = access.for_policy(Policy(), leader_election_namespace="ops")
     api = FakeApi(allowed=lambda a: a["resource"] != "leases")
     assert await failure(api, requirements) == [
-        f"not allowed to get, create, update leases.coordination.k8s.io in namespace ops (as {SERVICE_ACCOUNT_USER}"
-        f"): grant get, create, update on leases.coordination.k8s.io in namespace ops to {SERVICE_ACCOUNT_USER} "
+        "not allowed to get, create, update, list, watch leases.coordination.k8s.io in namespace ops "
+        f"(as {SERVICE_ACCOUNT_USER}): grant get, create, update, list, watch on leases.coordination.k8s.io in "
+        f"namespace ops to {SERVICE_ACCOUNT_USER} "
         "(manifests/rbac.yaml has Role acme-gateway-reconciler-leader-election for namespace "
         "acme-gateway-reconciler only)"
     ]
@@ -339,5 +340,5 @@ def test_requirements_carry_the_lease_only_when_electing() -> None:
     assert not any(r.resource == LEASES for r in EVERYTHING)
     electing = access.for_policy(Policy(), leader_election_namespace="ns")
     [lease] = [r for r in electing if r.resource == LEASES]
-    assert lease == Requirement(LEASES, ("get", "create", "update"), ("ns",), lease=True)
+    assert lease == Requirement(LEASES, ("get", "create", "update", "list", "watch"), ("ns",), lease=True)
     assert next(r for r in EVERYTHING if r.resource == SERVICES).namespaces == (None,)

@@ -171,3 +171,27 @@ async def test_scrape_time_gauges_report_in_flight_work() -> None:
     q.done("b")
     assert sample(metrics, "workqueue_longest_running_processor_seconds", {"name": "t"}) == 0.0
     assert sample(metrics, "workqueue_work_duration_seconds_count", {"name": "t"}) == 2
+
+
+async def test_shutdown_without_drain_finishes_only_the_work_in_progress() -> None:
+    """A replica handing over stops taking work: the next leader has every key in its own queue."""
+    q: WorkQueue[str] = WorkQueue("t")
+    for key in ("a", "b", "c"):
+        q.add(key)
+    assert await q.get() == "a"  # in progress
+    q.shutdown(drain=False)
+    assert await q.get() is None, "queued keys are not handed out any more"
+    assert len(q) == 0
+    finished = anyio.Event()
+
+    async def wait() -> None:
+        await q.wait_drained()
+        finished.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await anyio.sleep(0.01)
+        assert not finished.is_set(), "the key in progress is still being written"
+        q.done("a")
+        with anyio.fail_after(1):
+            await finished.wait()
