@@ -281,7 +281,7 @@ async def test_a_sigtermed_leader_drains_releases_the_lease_and_the_other_writes
     print(f"\nSIGTERM of the leader -> first write by the other replica after {first_write:.2f}s")
     assert leader.returncode == 0, "drained, released the Lease, exit 0"
     log = leader.log()
-    assert "signal received" in log and "stopping: draining work queues" in log
+    assert "signal received" in log and "finishing the writes in progress" in log and "exit_code=0" in log
     after = await api.get(LEASES, f"lease-{p.name}", LEASE_NAMESPACE)
     assert after["spec"]["leaseTransitions"] == before["spec"]["leaseTransitions"] + 1
     assert after["spec"]["holderIdentity"] not in ("", None, before["spec"]["holderIdentity"])
