@@ -52,6 +52,9 @@ class _State:
     retry_after: int = 1
     fail_watches: bool = True
     """Injected failures also hit watch requests (a watch that cannot open is retried by the informer)."""
+    only_writes: bool = False
+    """Injected failures hit only writes (POST, PUT, PATCH, DELETE): e.g. 403s of an authorizer that has not
+    synced yet after an API server restart, as the reconciler's informers keep their open watches."""
     rng: random.Random = field(default_factory=lambda: random.Random(13))
     counts: Counter[str] = field(default_factory=Counter)
     watches: dict[int, _Stream] = field(default_factory=dict)
@@ -67,7 +70,9 @@ class _Stream:
 
 
 def _status_body(code: int) -> bytes:
-    reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}.get(code, "InternalError")
+    reason = {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}.get(
+        code, "InternalError"
+    )
     return json.dumps(
         {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
          "message": f"injected by testbed.faultproxy ({code})"}  # fmt: skip
@@ -93,7 +98,9 @@ class _Proxy:
         kind = "watch" if watch else request.method.lower()
         st.counts["requests"] += 1
         st.counts[f"requests:{kind}"] += 1
-        if st.fail_ratio > 0 and (st.fail_watches or not watch) and st.rng.random() < st.fail_ratio:
+        write = request.method in ("POST", "PUT", "PATCH", "DELETE")
+        hit = (st.fail_watches or not watch) and (write or not st.only_writes)
+        if st.fail_ratio > 0 and hit and st.rng.random() < st.fail_ratio:
             code = st.rng.choice(st.codes)
             st.counts["injected"] += 1
             st.counts[f"injected:{code}"] += 1
@@ -157,6 +164,7 @@ class _Proxy:
             st.codes = tuple(int(c) for c in cfg.get("codes", st.codes))
             st.retry_after = int(cfg.get("retry_after", st.retry_after))
             st.fail_watches = bool(cfg.get("fail_watches", st.fail_watches))
+            st.only_writes = bool(cfg.get("only_writes", False))
             return web.json_response({"ok": True})
         streams = list(st.watches.values())
         if action == "cut-watches":
@@ -258,12 +266,12 @@ class FaultProxy(Component):
         codes: tuple[int, ...] = INJECTABLE,
         retry_after: int = 1,
         fail_watches: bool = True,
+        only_writes: bool = False,
     ) -> None:
-        """Answer ``fail_ratio`` of the requests with one of ``codes`` (429 carries ``Retry-After``)."""
-        self._post(
-            "config",
-            {"fail_ratio": fail_ratio, "codes": list(codes), "retry_after": retry_after, "fail_watches": fail_watches},
-        )
+        """Answer ``fail_ratio`` of the requests (or of the writes) with one of ``codes`` (429 carries
+        ``Retry-After``)."""
+        config = {"fail_ratio": fail_ratio, "codes": list(codes), "retry_after": retry_after}
+        self._post("config", config | {"fail_watches": fail_watches, "only_writes": only_writes})
 
     def cut_watches(self) -> list[str]:
         """Drop every watch connection open now; returns the paths they watched."""

@@ -77,13 +77,18 @@ class StormResult:
     def conflicts(self) -> int:
         return sum(n for k, n in self.writes.items() if k.endswith(" 409"))
 
+    @property
+    def forbidden(self) -> int:
+        """Writes the API server answered 403 (while it restarted, before its authorizer had synced)."""
+        return sum(n for k, n in self.writes.items() if k.endswith(" 403"))
+
     def summary(self) -> dict[str, Any]:
         return {
             "label": self.label, "challenges": self.challenges, "wired": self.wired,
             "seconds_to_wire": round(self.seconds_to_wire, 1), "requests": self.requests, "injected": self.injected,
             "duplicates": self.duplicates, "orphans": self.orphans, "unwired": self.unwired[:10],
             "port_clashes": self.port_clashes, "writes": dict(sorted(self.writes.items())),
-            "unconditional": self.unconditional[:10], "conflicts": self.conflicts,
+            "unconditional": self.unconditional[:10], "conflicts": self.conflicts, "forbidden": self.forbidden,
             "faults": [f"{t:.1f}s {what}" for t, what in self.faults], "crashes": self.crashes, "relists": self.relists, "gone": self.gone,
         }  # fmt: skip
 
