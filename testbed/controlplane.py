@@ -180,7 +180,8 @@ class ControlPlane(Component):
         """Compact etcd to its current revision (physically): a watch or list resumed from any older
         resourceVersion is answered 410 Gone. Returns the revision."""
         with httpx.Client(base_url=self.etcd_url, timeout=30) as etcd:
-            resp = etcd.post("/v3/kv/range", json={"key": "AA==", "limit": 1})  # any key: the answer's header has the revision
+            # Any key: the answer's header carries the current revision.
+            resp = etcd.post("/v3/kv/range", json={"key": "AA==", "limit": 1})
             resp.raise_for_status()
             revision = int(resp.json()["header"]["revision"])
             resp = etcd.post("/v3/kv/compaction", json={"revision": str(revision), "physical": True})

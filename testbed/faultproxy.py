@@ -73,10 +73,8 @@ def _status_body(code: int) -> bytes:
     reason = {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}.get(
         code, "InternalError"
     )
-    return json.dumps(
-        {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
-         "message": f"injected by testbed.faultproxy ({code})"}  # fmt: skip
-    ).encode()
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}
+    return json.dumps(status | {"message": f"injected by testbed.faultproxy ({code})"}).encode()
 
 
 class _Proxy:
@@ -121,7 +119,7 @@ class _Proxy:
                 request.method, f"{self.upstream}{request.path_qs}", headers=headers, data=body or None,
                 timeout=timeout, allow_redirects=False,
             )  # fmt: skip
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             # As the reconciler would see the API server itself go away: the connection drops, no answer.
             self.state.counts["upstream_errors"] += 1
             _drop(request)
@@ -143,7 +141,7 @@ class _Proxy:
                     await stream.relaying.wait()  # stalled: hold the bytes, keep the connection
                 await out.write(chunk)
             await out.write_eof()
-        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
             _drop(request)  # the upstream broke off (e.g. the API server restarted): so does the client's
         finally:
             upstream.release()

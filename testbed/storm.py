@@ -29,7 +29,7 @@ from testbed.controlplane import RECONCILER_USER, ControlPlane
 from testbed.faults import FaultyPath, start_reconciler_via
 from testbed.gatewaycheck import ingress_ip
 from testbed.harness import ReconcilerProcess
-from testbed.kube import BACKENDS, CHALLENGES, DOMAINCLAIMS, HTTPROUTES, SERVICES, ApiError, Kube, Obj
+from testbed.kube import BACKENDS, CHALLENGES, DOMAINCLAIMS, HTTPROUTES, SERVICES, ApiError, Kube, Obj, Resource
 from testbed.kubedc import KubeDC, create_project
 from testbed.solverobjects import LABEL_SOLVER
 
@@ -89,7 +89,8 @@ class StormResult:
             "duplicates": self.duplicates, "orphans": self.orphans, "unwired": self.unwired[:10],
             "port_clashes": self.port_clashes, "writes": dict(sorted(self.writes.items())),
             "unconditional": self.unconditional[:10], "conflicts": self.conflicts, "forbidden": self.forbidden,
-            "faults": [f"{t:.1f}s {what}" for t, what in self.faults], "crashes": self.crashes, "relists": self.relists, "gone": self.gone,
+            "faults": [f"{t:.1f}s {what}" for t, what in self.faults], "crashes": self.crashes,
+            "relists": self.relists, "gone": self.gone,
         }  # fmt: skip
 
 
@@ -262,9 +263,9 @@ class Storm:
         r = self.result
         r.wired, r.unwired, r.duplicates, r.orphans, r.port_clashes = 0, [], [], [], []
         for namespace, address in self.namespaces.items():
-            services = await retrying(lambda: self.api.list(SERVICES, namespace, label_selector=LABEL_SOLVER))
-            backends = await retrying(lambda: self.api.list(BACKENDS, namespace))
-            routes = await retrying(lambda: self.api.list(HTTPROUTES, namespace, label_selector=MANAGED_BY))
+            services = await self._list(SERVICES, namespace, LABEL_SOLVER)
+            backends = await self._list(BACKENDS, namespace)
+            routes = await self._list(HTTPROUTES, namespace, MANAGED_BY)
             by_name = {s["metadata"]["name"]: s for s in services}
             ports = Counter(s["spec"]["ports"][0]["port"] for s in services if s["spec"].get("type") == "LoadBalancer")
             r.port_clashes += [f"{namespace}:{p}" for p, n in ports.items() if n > 1]
@@ -282,6 +283,9 @@ class Storm:
             ]  # fmt: skip
         missing = self.config.challenges - sum(1 for _ in r.unwired) - r.wired
         r.unwired += [f"(no solver Service yet) x{missing}"] if missing > 0 else []
+
+    async def _list(self, resource: Resource, namespace: str, selector: str | None = None) -> list[Obj]:
+        return await retrying(lambda: self.api.list(resource, namespace, label_selector=selector))
 
     async def check(self) -> None:
         await self.check_wiring()
@@ -302,11 +306,14 @@ class Storm:
                 ref = entry.get("objectRef") or {}
                 if entry.get("user", {}).get("username") != RECONCILER_USER:
                     continue
-                if ref.get("resource") not in WRITES_AUDITED or ref.get("namespace", "") not in (*self.namespaces, ""):
+                if ref.get("resource") not in WRITES_AUDITED:
+                    continue
+                if ref.get("namespace", "") not in (*self.namespaces, ""):
                     continue
                 code = (entry.get("responseStatus") or {}).get("code", 0)
                 verb = entry["verb"]
-                self.result.writes[f"{verb} {ref['resource']}{'/' + ref['subresource'] if ref.get('subresource') else ''} {code}"] += 1
+                resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+                self.result.writes[f"{verb} {resource} {code}"] += 1
                 body = entry.get("requestObject") or {}
                 if verb in ("update", "patch") and not (body.get("metadata") or {}).get("resourceVersion"):
                     what = f"{verb} {ref['resource']} {ref.get('namespace')}/{ref.get('name')} {code}"
@@ -355,7 +362,9 @@ def _wired(svc: Obj, address: str, backends: list[Obj], routes: list[Obj]) -> bo
     return [(ref.get("kind"), ref.get("name")) for ref in refs] == [("Backend", f"{name}-backend")]
 
 
-async def storm_pair(plane: ControlPlane, api: Kube, workdir: Path, config: StormConfig) -> tuple[StormResult, StormResult]:
+async def storm_pair(
+    plane: ControlPlane, api: Kube, workdir: Path, config: StormConfig
+) -> tuple[StormResult, StormResult]:
     """The same storm twice in one test: fault-free first (the baseline), then with every fault."""
     path = await anyio.to_thread.run_sync(FaultyPath.start, plane)
     try:

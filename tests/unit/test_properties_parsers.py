@@ -79,7 +79,9 @@ scalars = (
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)
+    ),
     max_leaves=24,
 )
 mappings = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6)
@@ -101,10 +103,11 @@ def _realistic() -> list[dict[str, Any]]:
         "apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
         "metadata": {"name": "proxy", "namespace": "envoy-gateway-system"}, "spec": {"preserveRouteOrder": True},
     }  # fmt: skip
+    envoy_proxy_ref = gateway["spec"]["infrastructure"]["parametersRef"]
     return [
         ch, svc, o.patched(svc), route, o.backend_route(route, "x-backend"), o.managed_backend(svc),
         o.platform_backend(svc), o.project(), o.domain_claim("my-app.example.com"), gateway, envoy_proxy,
-        {**gateway, "kind": "GatewayClass", "spec": {"parametersRef": gateway["spec"]["infrastructure"]["parametersRef"]}},
+        {**gateway, "kind": "GatewayClass", "spec": {"parametersRef": envoy_proxy_ref}},
     ]  # fmt: skip
 
 

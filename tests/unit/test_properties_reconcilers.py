@@ -156,7 +156,9 @@ def test_no_write_from_unusable_input_or_outside_cloud_projects(world: tuple[lis
     unusable = _unusable_solvers(cache)
     for loop, key, decision in decisions(cache, policy):
         if key[0] != o.NS:  # public project, or a namespace no Project owns: nothing at all
-            assert not decision.writes and not decision.refusals and not decision.notices, (loop, key, decision)
+            assert not decision.writes, (loop, key, decision)
+            assert not decision.refusals, (loop, key, decision)
+            assert not decision.notices, (loop, key, decision)
         if loop in ("services", "backends", "shadows") and key in unusable:
             creates = [w for w in decision.writes if not isinstance(w, Delete)]
             assert not creates, (loop, key, decision.writes)
@@ -170,11 +172,15 @@ def test_every_write_carries_its_precondition(world: tuple[list[JSON], Policy]) 
     for loop, key, decision in decisions(cache, policy):
         for write in decision.writes:
             if isinstance(write, Patch):
-                assert write.resource_version and write.body["metadata"]["resourceVersion"], (loop, key, write)
+                assert write.resource_version, (loop, key, write)
+                assert write.body["metadata"]["resourceVersion"] == write.resource_version
             elif isinstance(write, Delete):
-                assert write.uid and write.resource_version, (loop, key, write)
+                assert write.uid, (loop, key, write)
+                assert write.resource_version, (loop, key, write)
             else:
-                assert isinstance(write, Create) and isinstance(write.name, str) and write.name, (loop, key, write)
+                assert isinstance(write, Create), write
+                assert isinstance(write.name, str), (loop, key, write)
+                assert write.name, (loop, key, write)
 
 
 def test_the_unmutated_world_is_wired_so_the_properties_are_not_vacuous() -> None:
