@@ -35,7 +35,7 @@ from testbed.controlplane import ControlPlane
 from testbed.faults import TOXIPROXY_BUILD_SCRIPT, FaultyPath
 from testbed.kube import Kube
 from testbed.kubedc import KubeDC
-from testbed.storm import StormConfig, StormResult, storm_pair
+from testbed.storm import StormConfig, storm_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
@@ -121,6 +121,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         config = StormConfig(challenges=args.challenges, projects=args.projects, wire_within=240)
         record["storm_load_at_start"] = _load()
+        record["storm_projects"] = args.projects
         async with Kube.from_kubeconfig(storm_plane.admin_kubeconfig) as api:
             calm, storm = await storm_pair(storm_plane, api, workdir, config)
         record["storm_load_at_end"] = _load()
@@ -162,7 +163,8 @@ def _spread(values: list[float]) -> str:
         return "—"
     if len(values) == 1:
         return f"{values[0]:.2f} s"
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f} s (min / median / max of {len(values)})"
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{low:.2f} / {mid:.2f} / {high:.2f} s (min / median / max of {len(values)})"
 
 
 def _field(record: dict[str, Any], name: str, key: str) -> list[float]:
@@ -202,6 +204,8 @@ def render(record: dict[str, Any]) -> str:
     forbidden = _runs(record, "forbidden_writes")
     gone = _runs(record, "compaction_with_watch_cache")
     flaky = {name: _runs(record, name) for name in ("failed_requests", "latency_and_resets")}
+    pairs = _runs(record, "failover_sigkill") + _runs(record, "handover_sigterm")
+    props = record["properties"]
     lines = [
         "# Reliability under faults",
         "",
@@ -226,7 +230,8 @@ def render(record: dict[str, Any]) -> str:
         "## The storm",
         "",
         f"{storm['challenges']} cert-manager-shaped challenges (Challenge, solver Pod, Service and HTTPRoute as "
-        f"cert-manager makes them) across {record['storm_projects']} cloud projects, arriving in ten batches, wired by one reconciler with `--qps 100 --burst 200 "
+        f"cert-manager makes them) across {record['storm_projects']} cloud projects, arriving in ten batches, "
+        "wired by one reconciler with `--qps 100 --burst 200 "
         "--max-challenges-per-project 100`; first without faults (the baseline), then the same storm with every "
         "fault below, on a control plane of its own (API server audit log of the reconciler's writes, watch cache "
         "off so that a compaction is what a resumed watch meets). Checked from the cluster as it is and the audit "
@@ -282,9 +287,8 @@ def render(record: dict[str, Any]) -> str:
         "",
         "| event | measured | target |",
         "| --- | --- | --- |",
-        f"| standby ready with warm caches (every informer synced) | "
-        f"{sum(1 for r in _runs(record, 'failover_sigkill') + _runs(record, 'handover_sigterm') if r.get('standby_warm'))}"
-        f" of {len(_runs(record, 'failover_sigkill') + _runs(record, 'handover_sigterm'))} pairs | all |",
+        f"| standby ready with warm caches (every informer synced) | {sum(1 for r in pairs if r.get('standby_warm'))}"
+        f" of {len(pairs)} pairs | all |",
         f"| leader SIGKILL -> a challenge created then is wired by the other replica | {_spread(kill)}"
         f"{_failures(record, 'failover_sigkill')} | ≤ 17 s (lease + 2 s) |",
         f"| leader SIGTERM -> first write by the other replica | {_spread(term)}"
@@ -300,8 +304,8 @@ def render(record: dict[str, Any]) -> str:
         "",
         "## Bad input (property-based, hypothesis)",
         "",
-        f"`tests/unit/test_properties_parsers.py` and `test_properties_reconcilers.py`: {record['properties']['summary']}"
-        f" ({record['properties']['examples']} generated examples over {record['properties']['properties']} "
+        f"`tests/unit/test_properties_parsers.py` and `test_properties_reconcilers.py`: {props['summary']}"
+        f" ({props['examples']} generated examples over {props['properties']} "
         "properties). Every view parser (`model.py` `*.from_raw`, `ServedRoute.parser`) gets arbitrary JSON-like "
         "mappings, realistic objects with fields replaced by any JSON value, deleted or truncated, and strings of "
         "200,000 characters: each returns a view or raises only what `Informer._project` catches. Every "
