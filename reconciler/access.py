@@ -30,7 +30,12 @@ class Write:
 
 
 WRITES: tuple[Write, ...] = (
-    Write(SERVICES, ("patch",), "solver Services become LoadBalancers on the project's EIP"),
+    Write(
+        SERVICES,
+        ("patch", "get"),
+        "solver Services become LoadBalancers on the project's EIP; read before re-creating what was just "
+        "deleted with its owner (writer.py)",
+    ),
     Write(
         SERVICES,
         ("update",),

@@ -8,20 +8,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
+from reconciler.gateways import EnvoyProxy, Gateway, GatewayClass
+from reconciler.hostnames import DomainClaim, ServedRoute
 from reconciler.kube.store import Store, by_controller_uid, by_label, by_namespace, by_uid
-from reconciler.model import (
-    Backend,
-    Challenge,
-    DomainClaim,
-    EnvoyProxy,
-    Gateway,
-    GatewayClass,
-    HTTPRoute,
-    ProbeResult,
-    Project,
-    ServedRoute,
-    Service,
-)
+from reconciler.model import Backend, Challenge, HTTPRoute, ProbeResult, Project, Service
 from reconciler.names import WILDCARD_PREFIX, service_of_backend
 
 NAMESPACE = "namespace"

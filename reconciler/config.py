@@ -40,8 +40,15 @@ class Settings(BaseSettings, PolicyFields):
     challenge_workers: int = Field(default=4, ge=1, le=64, description="workers telling Challenges and probing")
     dry_run: bool = Field(default=False, description="decide and log every write, send none")
 
-    qps: float = Field(default=20.0, gt=0, description="client-side API request rate")
-    burst: int = Field(default=40, ge=1, description="client-side API request burst")
+    qps: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "client-side API request rate; 0: none (the API server's Priority and Fairness limits us, "
+            "its 429s and Retry-After are honoured, and the workers bound the requests in flight)"
+        ),
+    )
+    burst: int = Field(default=40, ge=1, description="client-side API request burst (with qps > 0)")
     resync_period: float = Field(default=600.0, ge=0, description="seconds between safety resyncs; 0 = off")
     watch_timeout: int = Field(default=300, ge=10, description="server-side timeout of one watch request")
     watch_idle_timeout: float = Field(

@@ -21,11 +21,12 @@ import anyio.abc
 
 from reconciler.cache import ClusterCache
 from reconciler.config import Settings
+from reconciler.gauges import cache_gauges
 from reconciler.kube.client import KubeClient
 from reconciler.kube.events import EventRecorder
 from reconciler.kube.informer import Informer
 from reconciler.kube.queue import WorkQueue
-from reconciler.kube.store import Change
+from reconciler.kube.store import Change, EventType
 from reconciler.metrics import Metrics
 from reconciler.model import Key
 from reconciler.policy import Policy
@@ -33,7 +34,7 @@ from reconciler.probe import Prober
 from reconciler.reconcile import backends, diagnosis, routes, services, shadows
 from reconciler.reconcile.intents import Decision, Kind
 from reconciler.reconcile.snapshot import Snapshot
-from reconciler.tracking import ChallengeAges, ChallengeOutcomes, Exposures, ProjectInfo, RouteWiring, WaitingChallenges
+from reconciler.tracking import ChallengeOutcomes, Exposures, RouteWiring
 from reconciler.triggers import Wake, matters
 from reconciler.watches import Watch, watches
 from reconciler.writer import Outcome, Requeue, Writer
@@ -121,12 +122,8 @@ class Controller:
         self.outcomes = ChallengeOutcomes(metrics, self.cache)
         self.wiring = RouteWiring(metrics)
         self.exposures = Exposures(self.cache, self.policy)
-        for collector in (
-            WaitingChallenges(self.cache, self.policy),
-            ChallengeAges(self.cache),
-            ProjectInfo(self.cache),
-        ):
-            metrics.registry.register(collector)
+        for gauge in cache_gauges(self.cache, self.policy):
+            metrics.registry.register(gauge)
         table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe, self.exposures.observe)
         recorder = EventRecorder(client, metrics, dry_run=settings.dry_run)
         self.writer = Writer(
@@ -159,10 +156,13 @@ class Controller:
             watch_timeout=self.settings.watch_timeout,
             optional=watch.optional,
             idle_timeout=self.settings.watch_idle_timeout,
+            keep=watch.keep,
         )
 
     def _changed(self, watch: Watch[Any], change: Change[Any]) -> None:
         """A change of the cache (a watch event, or a write's answer): bookkeeping, then the keys it wakes."""
+        if change.type is EventType.DELETED:
+            self.writer.saw_deleted(watch.resource, change.obj.meta.key)
         if not matters(change):
             return
         if watch.observe is not None:

@@ -31,9 +31,11 @@ class RouteMode(StrEnum):
 class PolicyFields(BaseModel):
     """Label and annotation keys and modes: settable in `config.Settings`, read through `Policy`."""
 
+    # cert-manager's solver labels (docs/cert-manager-http01.md)
     solver_label: str = "acme.cert-manager.io/http01-solver"
     domain_label: str = "acme.cert-manager.io/http-domain"
     token_label: str = "acme.cert-manager.io/http-token"
+    # kube-dc's annotations (docs/kube-dc.md)
     network_type_annotation: str = "network.kube-dc.com/external-network-type"
     bind_on_eip_annotation: str = "service.nlb.kube-dc.com/bind-on-eip"
     create_backend_annotation: str = "service.nlb.kube-dc.com/create-gateway-backend"

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
-
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from collections.abc import Callable
 
 from reconciler.cache import ClusterCache
 from reconciler.kube.store import Change, EventType
 from reconciler.metrics import Metrics
 from reconciler.model import Challenge, HTTPRoute, Service
 from reconciler.policy import Policy
-from reconciler.reconcile import challenges, limits
+from reconciler.reconcile import challenges
 from reconciler.reconcile.intents import Decision
 from reconciler.reconcile.limits import holds_slot
 from reconciler.text import LABEL_VALUE_MAX, clip
@@ -31,30 +27,6 @@ def project_label(cache: ClusterCache, namespace: str) -> str:
     if not projects:
         return "none"
     return clip(f"{projects[0].meta.namespace}/{projects[0].meta.name}", LABEL_VALUE_MAX)
-
-
-class WaitingChallenges(Collector):
-    """`acme_gateway_challenges_waiting{project}`: solvers held back by the per-project limit, computed
-    from the cache at scrape time (nothing polls)."""
-
-    def __init__(self, cache: ClusterCache, policy: Policy) -> None:
-        self._cache = cache
-        self._policy = policy
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "acme_gateway_challenges_waiting",
-            "Challenges waiting for a free slot of their project's concurrency limit, by project.",
-            labels=["project"],
-        )
-        for namespace in self._cache.solver_namespaces():
-            waiting = limits.waiting_count(namespace, self._cache, self._policy)
-            if waiting:
-                family.add_metric([project_label(self._cache, namespace)], waiting)
-        yield family
-
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []
 
 
 class ChallengeOutcomes:
@@ -143,62 +115,3 @@ class Exposures:
             self._cache.exposures.pop(uid, None)
         else:
             self._cache.exposures.setdefault(uid, self._cache.clock())
-
-
-class ChallengeAges(Collector):
-    """`acme_gateway_challenge_oldest_pending_seconds{project}`: the age of the oldest Challenge not yet
-    final, per project (for the "pending longer than 10 minutes" alert), computed at scrape time."""
-
-    def __init__(self, cache: ClusterCache) -> None:
-        self._cache = cache
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "acme_gateway_challenge_oldest_pending_seconds",
-            "Age in seconds of the oldest Challenge not yet in a final state, by project.",
-            labels=["project"],
-        )
-        now = time.time()
-        oldest: dict[str, float] = {}
-        for challenge in self._cache.challenges:
-            created = _epoch(challenge.meta.creation_timestamp)
-            if challenge.final or created is None:
-                continue
-            project = project_label(self._cache, challenge.meta.namespace)
-            oldest[project] = max(oldest.get(project, 0.0), now - created)
-        for project, age in sorted(oldest.items()):
-            family.add_metric([project], age)
-        yield family
-
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []
-
-
-class ProjectInfo(Collector):
-    """`acme_gateway_project_info{project,namespace,network}` = 1 per kube-dc Project: what alerts join on
-    (e.g. cert-manager's certificate expiry, for cloud projects only)."""
-
-    def __init__(self, cache: ClusterCache) -> None:
-        self._cache = cache
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "acme_gateway_project_info",
-            "1 per kube-dc Project, with its project namespace and network type.",
-            labels=["project", "namespace", "network"],
-        )
-        for project in self._cache.projects:
-            name = clip(f"{project.meta.namespace}/{project.meta.name}", LABEL_VALUE_MAX)
-            network = project.network_type if project.network_type in ("cloud", "public") else "unknown"
-            family.add_metric([name, clip(project.project_namespace, LABEL_VALUE_MAX), network], 1)
-        yield family
-
-    def describe(self) -> Iterable[GaugeMetricFamily]:
-        return []
-
-
-def _epoch(timestamp: str) -> float | None:
-    try:
-        return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.cache import ClusterCache, route_service_refs
+from reconciler.hostnames import DomainClaim, ServedRoute
 from reconciler.kube.store import Change, EventType
-from reconciler.model import Backend, Challenge, DomainClaim, HTTPRoute, Key, Meta, Project, ServedRoute, Service
+from reconciler.model import Backend, Challenge, HTTPRoute, Key, Meta, Project, Service
 from reconciler.names import service_of_backend
 
 
@@ -24,10 +25,19 @@ def matters(change: Change[Any]) -> bool:
     old, new = change.old, change.new
     if change.type is not EventType.MODIFIED or old is None or new is None:
         return True
-    return bool(
-        old.model_copy(update={"meta": old.meta.model_copy(update={"resource_version": new.meta.resource_version})})
-        != new
-    )
+    if type(old) is not type(new):
+        return True
+    for name in type(old).model_fields:
+        a, b = getattr(old, name), getattr(new, name)
+        if name == "meta":
+            if any(getattr(a, f) != getattr(b, f) for f in _META_BUT_VERSION):
+                return True
+        elif a != b:
+            return True
+    return False
+
+
+_META_BUT_VERSION = tuple(f for f in Meta.model_fields if f != "resource_version")
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from reconciler import triggers
 from reconciler.cache import ClusterCache
+from reconciler.gateways import EnvoyProxy, Gateway, GatewayClass
+from reconciler.hostnames import DomainClaim, ServedRoute
 from reconciler.kube.resources import (
     BACKENDS,
     CHALLENGES,
@@ -27,19 +29,7 @@ from reconciler.kube.resources import (
     Resource,
 )
 from reconciler.kube.store import Change, EventType, Store
-from reconciler.model import (
-    Backend,
-    Challenge,
-    DomainClaim,
-    EnvoyProxy,
-    Gateway,
-    GatewayClass,
-    HasMeta,
-    HTTPRoute,
-    Project,
-    ServedRoute,
-    Service,
-)
+from reconciler.model import Backend, Challenge, HasMeta, HTTPRoute, Project, Service
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Kind
 
@@ -85,9 +75,27 @@ class Watch(Generic[T]):
     """Metric bookkeeping that needs every change (`tracking`), before the keys are enqueued."""
     optional: bool = False
     """An API the cluster may not serve (TLSRoute): a missing resource counts as an empty list."""
+    keep: Callable[[Mapping[str, Any]], bool] | None = None
+    """Which objects can matter at all, judged on the raw JSON at the informer: the others cost a JSON
+    parse and are neither cached nor looked at again."""
 
     def holds(self, view: T) -> bool:
         return self.selector is None or self.selector.matches(view.meta.labels)
+
+
+def can_matter(solver_label: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Services that can matter: solvers (or Services claiming to be one, to be refused) and LoadBalancers
+    (the ports they hold on a project's EIP; their Backends in backend mode `all`). A cluster's many
+    ClusterIP and NodePort Services are dropped at the edge."""
+
+    def keep(raw: Mapping[str, Any]) -> bool:
+        spec = raw.get("spec")
+        if isinstance(spec, Mapping) and spec.get("type") == "LoadBalancer":
+            return True
+        labels = (raw.get("metadata") or {}).get("labels")
+        return isinstance(labels, Mapping) and solver_label in labels
+
+    return keep
 
 
 served_http = ServedRoute.parser("HTTPRoute")
@@ -104,10 +112,11 @@ def watches(
     """The watches, in the order they are started; `challenges` and `routes` observe those changes."""
     managed = Selector(policy.managed_by_label, policy.managed_by_value)
     solver_routes = Selector(policy.domain_label)
+    solver_or_lb = can_matter(policy.solver_label)
     return (
         Watch(PROJECTS, Project.from_raw, cache.projects, triggers.on_project, cluster_wide=True),
         Watch(CHALLENGES, Challenge.from_raw, cache.challenges, triggers.on_challenge, observe=challenges),
-        Watch(SERVICES, Service.from_raw, cache.services, triggers.on_service, observe=services),
+        Watch(SERVICES, Service.from_raw, cache.services, triggers.on_service, observe=services, keep=solver_or_lb),
         Watch(BACKENDS, Backend.from_raw, cache.backends, triggers.on_backend),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.routes, triggers.on_route, solver_routes, observe=routes),
         Watch(HTTPROUTES, HTTPRoute.from_raw, cache.shadows, triggers.on_shadow, managed),
@@ -156,7 +165,7 @@ def store_raw(
     if not isinstance(raw, Mapping) or not raw.get("metadata"):
         return changed
     for watch in table:
-        if watch.resource != resource:
+        if watch.resource != resource or (watch.keep is not None and not watch.keep(raw)):
             continue
         view = watch.parse(raw, keep)
         if watch.holds(view) and not watch.store.is_stale(view):

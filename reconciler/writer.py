@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 REPORTED_MAX = 10_000
 REJECTED_MEMORY_SECONDS = 600.0
+RECREATE_CHECK_SECONDS = 30.0
+"""How long after an object's deletion a create of the same name first asks whether its owner lives."""
 
 
 class Requeue(Exception):
@@ -63,6 +65,9 @@ class Outcome(StrEnum):
     ERROR = "error"
     NOT_SENT = "not_sent"
     """The very same write was rejected moments ago: not sent again (see `Writer.apply`)."""
+    OWNER_GONE = "owner_gone"
+    """A create of an object that was just deleted, whose owner the API server says is gone too: the
+    garbage collector removed it before the owner's own deletion reached our cache. Not re-created."""
     DRY_RUN = "dry_run"
     """`--dry-run`: decided and logged, not sent; the writes after it in the decision are decided too."""
 
@@ -103,6 +108,8 @@ def handling(verb: Verb, error: ApiError | None) -> Handling:
 
 
 class WriteClient(Protocol):
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> JSON: ...
+
     async def list_page(
         self, resource: Resource, namespace: str | None = None, *, field_selector: str | None = None, limit: int = 500
     ) -> JSON: ...
@@ -166,7 +173,15 @@ class Writer:
         self._metrics = metrics
         self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._rejected: OrderedDict[str, float] = OrderedDict()
+        self._deleted: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._clock = clock
+
+    def saw_deleted(self, resource: Resource, key: Key) -> None:
+        """An object left the cache: a create of its name soon after checks its owner first."""
+        self._deleted[(resource.plural, *key)] = self._clock()
+        self._deleted.move_to_end((resource.plural, *key))
+        while len(self._deleted) > REPORTED_MAX:
+            self._deleted.popitem(last=False)
 
     async def apply(self, write: Write, subject: tuple[Kind, Key]) -> Outcome:
         """Sends one write; `subject` is the object the decision was about (for a WriteRejected Event).
@@ -182,6 +197,13 @@ class Writer:
             # next event in the namespace cannot succeed, and would flood the logs and Events.
             self._count(write, verb, Outcome.NOT_SENT)
             return Outcome.NOT_SENT
+        if isinstance(write, Create) and await self._owner_gone(write, resource):
+            self._count(write, verb, Outcome.OWNER_GONE)
+            log.info(
+                f"not re-creating {write.kind.value}: its owner is gone",
+                extra={"kind": write.kind.value, "object": _path(write.namespace, write.name)},
+            )
+            return Outcome.OWNER_GONE
         error: ApiError | None = None
         try:
             if isinstance(write, Patch):
@@ -220,6 +242,30 @@ class Writer:
         if how.requeue:
             raise Requeue() from error
         return how.outcome
+
+    async def _owner_gone(self, write: Create, resource: Resource) -> bool:
+        """For a create of a name deleted moments ago: is its controlling owner gone from the API server?
+
+        When a solver Service is deleted, the garbage collector deletes our Backend and route; if their
+        events reach us before the Service's, the cache still shows the Service and would have them made
+        again. One GET of the owner settles it (only in that case); a 404 also drops the owner from the
+        cache, so its clean-up starts now."""
+        deleted_at = self._deleted.pop((resource.plural, write.namespace, write.name), None)
+        if deleted_at is None or self._clock() - deleted_at > RECREATE_CHECK_SECONDS:
+            return False
+        refs = (write.body.get("metadata") or {}).get("ownerReferences") or ()
+        owner = next((r for r in refs if r.get("controller")), None)
+        if owner is None or owner.get("kind") not in {k.value for k in RESOURCES}:
+            return False
+        owner_resource, name = RESOURCES[Kind(owner["kind"])], str(owner.get("name"))
+        try:
+            live = await self._client.get(owner_resource, write.namespace, name)
+        except ApiError as exc:
+            if not exc.not_found:
+                return False  # cannot tell: create as decided
+            self._changed(forget(self._table, owner_resource, (write.namespace, name), str(owner.get("uid"))))
+            return True
+        return bool((live.get("metadata") or {}).get("uid") != owner.get("uid"))
 
     async def report(self, refusal: Refusal) -> None:
         """Log, count and show a refusal once per object and reason (not on every resync)."""

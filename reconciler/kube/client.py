@@ -1,8 +1,8 @@
 """Requests to the Kubernetes API, as raw JSON.
 
-kubernetes-asyncio supplies the connection: kubeconfig / in-cluster loading, TLS, bearer tokens and
-their refresh. We bypass its model classes (deserializing a Service into `V1Service` costs ~25x a
-`json.loads`) and read and write plain JSON.
+kubernetes-asyncio supplies the configuration: kubeconfig / in-cluster loading, TLS, bearer tokens and
+their refresh; `transport.py` sends the requests. We bypass its model classes (deserializing a Service
+into `V1Service` costs ~25x a `json.loads`) and its request path, and read and write plain JSON.
 
 Retries: tenacity retries only what can succeed unchanged (connection errors, 429 honouring
 Retry-After, 5xx). A conflict (409) is a stale decision and goes back to the work queue; other 4xx are
@@ -23,13 +23,14 @@ from typing import Any
 
 import aiohttp
 import anyio
-from kubernetes_asyncio import client as k8s_client
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from reconciler import __version__
+from reconciler.kube import k8s
 from reconciler.kube import kubeconfig as kubeconfig_loader
 from reconciler.kube.ratelimit import TokenBucket
 from reconciler.kube.resources import Resource
+from reconciler.kube.transport import Transport
 from reconciler.metrics import Metrics
 from reconciler.model import JSON
 
@@ -106,20 +107,20 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Client-side request rate (token bucket) and how long one request is retried."""
+    """Client-side request rate (token bucket; `qps=0`: none) and how long one request is retried."""
 
-    qps: float = 20.0
+    qps: float = 0.0
     burst: int = 40
     retry_attempts: int = 5
     retry_deadline: float = 60.0
 
 
 class KubeClient:
-    def __init__(self, api: Any, metrics: Metrics, limits: Limits | None = None) -> None:
-        self._api = api
+    def __init__(self, configuration: k8s.Configuration, metrics: Metrics, limits: Limits | None = None) -> None:
+        self._transport = Transport(configuration)
         self._metrics = metrics
         self._limits = limits = limits or Limits()
-        self._bucket = TokenBucket(limits.qps, limits.burst)
+        self._bucket = TokenBucket(limits.qps, limits.burst) if limits.qps > 0 else None
 
     @classmethod
     async def connect(
@@ -128,16 +129,14 @@ class KubeClient:
         """From `kubeconfig`, else $KUBECONFIG, in-cluster config, ~/.kube/config; a configuration that
         cannot work raises `StartupError` naming the file, the context and the fix."""
         configuration, _ = await kubeconfig_loader.load(kubeconfig, context)
-        api = k8s_client.ApiClient(configuration)
-        api.user_agent = USER_AGENT
-        return cls(api, metrics, limits)
+        return cls(configuration, metrics, limits)
 
     @property
     def host(self) -> str:
-        return str(self._api.configuration.host)
+        return self._transport.host
 
     async def close(self) -> None:
-        await self._api.close()
+        await self._transport.close()
 
     # -- verbs ------------------------------------------------------------------------------------
 
@@ -288,21 +287,14 @@ class KubeClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, request: _Request, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        delay = self._bucket.reserve()
+        delay = self._bucket.reserve() if self._bucket is not None else 0.0
         if delay > 0:
             self._metrics.api_throttle.observe(delay)
             await anyio.sleep(delay)
-        headers = {"Accept": "application/json", "Content-Type": request.content_type}
+        headers = {"Accept": "application/json", "Content-Type": request.content_type, "User-Agent": USER_AGENT}
         try:
-            resp: aiohttp.ClientResponse = await self._api.call_api(
-                request.path,
-                request.method,
-                query_params=request.query,
-                header_params=headers,
-                body=request.body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
+            resp = await self._transport.send(
+                request.method, request.path, request.query, request.body, headers, timeout
             )
         except (TimeoutError, aiohttp.ClientError, OSError):
             self._metrics.api_requests.labels(request.verb, "error").inc()

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from reconciler.kube.client import ApiError
 from reconciler.kube.resources import EVENTS, Resource
@@ -31,8 +31,7 @@ KEPT = 10_000
 """Events remembered for aggregation (oldest forgotten first)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectRef:
+class ObjectRef(NamedTuple):
     """The object an Event is about."""
 
     api_version: str

@@ -81,7 +81,11 @@ class Informer(Generic[T]):
         backoff_cap: float = 30.0,
         optional: bool = False,
         idle_timeout: float | None = None,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
+        self.keep = keep
+        """Objects this returns False for (read from the raw JSON, before any view is built) are not
+        cached at all; one that stops being kept leaves the cache as if deleted."""
         self.idle_timeout = idle_timeout
         """Seconds a watch may deliver nothing before it is re-opened (`SilentWatch`)."""
         self.client = client
@@ -175,6 +179,8 @@ class Informer(Generic[T]):
                     continue
                 raise
             for raw in page.get("items") or ():
+                if self.keep is not None and not self.keep(raw):
+                    continue
                 view = self._project(raw)
                 if view is not None:
                     items.append(view)
@@ -230,6 +236,11 @@ class Informer(Generic[T]):
             if rv:
                 self.resource_version = rv
             return
+        if self.keep is not None and not self.keep(obj):
+            if rv:
+                self.resource_version = rv
+            self._drop(obj)
+            return
         view = self._project(obj)
         if rv:
             self.resource_version = rv
@@ -244,6 +255,14 @@ class Informer(Generic[T]):
             old = self.store.delete(view.meta.key)
             self._emit(Change(EventType.DELETED, old or view, None))
         self._count()
+
+    def _drop(self, raw: Mapping[str, Any]) -> None:
+        """An object not kept: if the cache held it (it was kept before), it leaves as if deleted."""
+        md = raw.get("metadata") or {}
+        old = self.store.delete((str(md.get("namespace") or ""), str(md.get("name") or "")))
+        if old is not None:
+            self._emit(Change(EventType.DELETED, old, None))
+            self._count()
 
     def _project(self, raw: Mapping[str, Any]) -> T | None:
         try:

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio.config import incluster_config, kube_config
 
+from reconciler.kube import k8s
 from reconciler.kube.diagnosis import ExitCode, StartupError
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
-TOKEN_FILE = incluster_config.SERVICE_TOKEN_FILENAME
-CA_FILE = incluster_config.SERVICE_CERT_FILENAME
-HOST_ENV = incluster_config.SERVICE_HOST_ENV_NAME
-PORT_ENV = incluster_config.SERVICE_PORT_ENV_NAME
+TOKEN_FILE = k8s.incluster_config.SERVICE_TOKEN_FILENAME
+CA_FILE = k8s.incluster_config.SERVICE_CERT_FILENAME
+HOST_ENV = k8s.incluster_config.SERVICE_HOST_ENV_NAME
+PORT_ENV = k8s.incluster_config.SERVICE_PORT_ENV_NAME
 
 FLAG = "--kubeconfig / RECONCILER_KUBECONFIG"
 CONTEXT_FLAG = "--context / RECONCILER_CONTEXT"
@@ -124,7 +123,7 @@ def check(source: Source, context: str | None) -> Any:
     it names a context whose cluster and credentials are defined."""
     for path in source.paths:
         _read(path)
-    merged = kube_config.KubeConfigMerger(os.pathsep.join(source.paths)).config
+    merged = k8s.kube_config.KubeConfigMerger(os.pathsep.join(source.paths)).config
     config: dict[str, Any] = merged.value if merged is not None else {}
     where = f"kubeconfig {source.name}"
     contexts = _named(config.get("contexts"))
@@ -202,18 +201,19 @@ async def load(
     default: str = DEFAULT_KUBECONFIG,
     token_file: str = TOKEN_FILE,
     ca_file: str = CA_FILE,
-) -> tuple[k8s_client.Configuration, Source]:
+) -> tuple[k8s.Configuration, Source]:
     """The client configuration and where it came from; `StartupError` (exit 2) saying what to fix."""
     env = os.environ if environ is None else environ
     source = choose(kubeconfig, env, default)
-    configuration = k8s_client.Configuration()
+    configuration = k8s.Configuration()
     try:
         if source.in_cluster:
             _check_in_cluster(env, token_file, ca_file, context)
-            incluster_config.InClusterConfigLoader(token_file, ca_file, environ=dict(env)).load_and_set(configuration)
+            in_cluster = k8s.incluster_config.InClusterConfigLoader(token_file, ca_file, environ=dict(env))
+            in_cluster.load_and_set(configuration)
         else:
             merged = check(source, context)
-            loader = kube_config.KubeConfigLoader(config_dict=merged, config_base_path=None, active_context=context)
+            loader = k8s.kube_config.KubeConfigLoader(config_dict=merged, config_base_path=None, active_context=context)
             await loader.load_and_set(configuration)
     except StartupError:
         raise

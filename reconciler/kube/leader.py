@@ -40,15 +40,10 @@ class LeaseClient(Protocol):
 
 
 class LeaseWatcher(Protocol):
+    """What `follow` needs of a client: a watch of one Lease (`KubeClient.watch`)."""
+
     def watch(
-        self,
-        resource: Any,
-        namespace: str | None,
-        resource_version: str,
-        label_selector: str | None = None,
-        timeout_seconds: int = 300,
-        idle_timeout: float | None = None,
-        field_selector: str | None = None,
+        self, resource: Any, namespace: str | None, resource_version: str, *, field_selector: str | None = ...
     ) -> AbstractAsyncContextManager[AsyncIterator[JSON]]: ...
 
 
@@ -103,9 +98,7 @@ class LeaderElector:
         selector = f"metadata.name={self.name}"
         while True:
             try:
-                async with client.watch(
-                    LEASES, self.namespace, "", field_selector=selector, timeout_seconds=300
-                ) as events:
+                async with client.watch(LEASES, self.namespace, "", field_selector=selector) as events:
                     async for event in events:
                         spec = (event.get("object") or {}).get("spec") or {}
                         if event.get("type") in ("MODIFIED", "DELETED") and not spec.get("holderIdentity"):

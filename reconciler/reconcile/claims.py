@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from reconciler.model import Challenge, DomainClaim, Project, ProjectRef, ServedRoute
+from reconciler.hostnames import DomainClaim, ProjectRef, ServedRoute
+from reconciler.model import Challenge, Project
 from reconciler.names import WILDCARD_PREFIX, claim_name
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Create, Kind, Patch, Subject

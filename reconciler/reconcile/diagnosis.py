@@ -50,17 +50,26 @@ class Progress:
     """Where one challenge's wiring stands (also the `/debug/challenges` record)."""
 
     challenge: str
+    """namespace/name"""
     dns_name: str
-    project: str = ""
-    network: str = ""
-    service: str = ""
+    project: str | None = None
+    """organization/name of the kube-dc Project"""
+    network: str | None = None
+    service: str | None = None
+    """the solver Service"""
     eip_port: int | None = None
-    address: str = ""
-    backend: str = ""
-    route: str = ""
-    gateway: str = ""
-    route_mode: str = ""
-    probe: str = ""
+    """its external port on the project's EIP, once exposed"""
+    address: str | None = None
+    """the address the EIP gave it"""
+    backend: str | None = None
+    """the Backend pointing at that address (ours, or the platform's in backend mode none)"""
+    route: str | None = None
+    """the route carrying the challenge path to the Backend (companion, or cert-manager's in patch mode)"""
+    gateway: str | None = None
+    """namespace/name of the route's Gateway"""
+    route_mode: str | None = None
+    probe: str | None = None
+    """the gateway probe's last answer"""
     step: str = "solver"
     """The hop it waits on (see the module docstring)."""
 
@@ -139,12 +148,12 @@ def progress(challenge: Challenge, snapshot: Snapshot, policy: Policy) -> Progre
         network=project.network_type or "",
         service=svc.meta.name,
         eip_port=svc.ports[0].port if hops.exposed and svc.ports else None,
-        address=hops.address,
-        backend=hops.backend.meta.name if hops.backend else "",
-        route=hops.route.meta.name if hops.route else "",
-        gateway=hops.gateway,
+        address=hops.address or None,
+        backend=hops.backend.meta.name if hops.backend else None,
+        route=hops.route.meta.name if hops.route else None,
+        gateway=hops.gateway or None,
         route_mode=hops.mode.value,
-        probe=(probe.result if probe.ok else f"{probe.result}: {probe.detail}") if probe else "",
+        probe=(probe.result if probe.ok else f"{probe.result}: {probe.detail}") if probe else None,
         step=_step(hops, probe, snapshot, policy),
     )
 

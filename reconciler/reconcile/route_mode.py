@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.model import GATEWAY_GROUP, EnvoyProxy, Gateway, HTTPRoute
+from reconciler.gateways import EnvoyProxy, Gateway
+from reconciler.model import GATEWAY_GROUP, HTTPRoute
 from reconciler.policy import Policy, RouteMode
 from reconciler.reconcile.snapshot import Snapshot
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from reconciler.model import (
-    Backend,
-    Challenge,
-    DomainClaim,
-    EnvoyProxy,
-    Gateway,
-    GatewayClass,
-    HTTPRoute,
-    ProbeResult,
-    Project,
-    ServedRoute,
-    Service,
-)
+from reconciler.gateways import EnvoyProxy, Gateway, GatewayClass
+from reconciler.hostnames import DomainClaim, ServedRoute
+from reconciler.model import Backend, Challenge, HTTPRoute, ProbeResult, Project, Service
 
 
 class Snapshot(Protocol):

@@ -69,7 +69,7 @@ def test_cluster_role_is_least_privilege() -> None:
         assert "*" not in rule["apiGroups"]
         assert "secrets" not in rule["resources"]
     granted = {(g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
-    assert granted[("", "services")] == {"list", "watch", "patch"}
+    assert granted[("", "services")] == {"list", "watch", "patch", "get"}
     assert granted[("gateway.envoyproxy.io", "backends")] == {"list", "watch", "create", "patch", "delete"}
     assert granted[("acme.cert-manager.io", "challenges")] == {"list", "watch"}
     assert granted[("kube-dc.com", "projects")] == {"list", "watch"}

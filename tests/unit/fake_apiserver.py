@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -72,7 +72,9 @@ def app_for(script: Script) -> web.Application:
     async def patch(request: web.Request) -> web.Response:
         body = await request.json()
         status, answer = script.patches.pop(0)
-        script.requests.append(("patch", {"content-type": request.content_type, "body": json.dumps(body)}))
+        sent = {"content-type": request.content_type, "body": json.dumps(body)}
+        sent |= {h.lower(): request.headers[h] for h in ("Authorization", "User-Agent") if h in request.headers}
+        script.requests.append(("patch", sent))
         headers = {"Retry-After": "0"} if status == 429 else {}
         return web.json_response(answer, status=status, headers=headers)
 
@@ -84,15 +86,21 @@ def app_for(script: Script) -> web.Application:
 
 
 @asynccontextmanager
-async def serve(script: Script, metrics: Metrics) -> AsyncIterator[KubeClient]:
+async def serve(
+    script: Script,
+    metrics: Metrics,
+    configure: Callable[[k8s_client.Configuration], None] | None = None,
+    limits: Limits | None = None,
+) -> AsyncIterator[KubeClient]:
     runner = web.AppRunner(app_for(script))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     configuration = k8s_client.Configuration(host=f"http://127.0.0.1:{port}")
-    api = k8s_client.ApiClient(configuration)
-    client = KubeClient(api, metrics, Limits(qps=1000, burst=1000, retry_attempts=3, retry_deadline=5))
+    if configure is not None:
+        configure(configuration)
+    client = KubeClient(configuration, metrics, limits or Limits(retry_attempts=3, retry_deadline=5))
     try:
         yield client
     finally:

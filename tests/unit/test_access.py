@@ -82,7 +82,8 @@ def decided_writes() -> set[tuple[str, str | None, str]]:
 def test_writes_are_exactly_what_the_reconcilers_decide_plus_events_and_owner_finalizers() -> None:
     listed = {(w.resource.plural, w.subresource, verb) for w in access.WRITES for verb in w.verbs}
     events = {(EVENTS.plural, None, verb) for verb in ("create", "get", "list", "patch")}  # kube/events.py, writer.py
-    shell_only = events | {(SERVICES.plural, "finalizers", "update")}
+    owner_check = {(SERVICES.plural, None, "get")}  # writer.py: is the owner of a just-deleted object gone?
+    shell_only = events | owner_check | {(SERVICES.plural, "finalizers", "update")}
     assert decided_writes(), "the scan found no writes: has the core's shape changed?"
     assert listed == decided_writes() | shell_only
 
@@ -98,7 +99,7 @@ def test_every_informer_may_list_and_watch_in_its_scope() -> None:
         if watch.cluster_wide:
             assert req.namespaces == (None,), watch.resource.plural
     assert by_resource[(SERVICES, None)].namespaces == ("a", "b")
-    assert by_resource[(SERVICES, None)].verbs == ("list", "watch", "patch")
+    assert by_resource[(SERVICES, None)].verbs == ("list", "watch", "patch", "get")
     assert not any(r.resource == LEASES for r in scoped)
     tls = [r for r in scoped if r.resource.plural == "tlsroutes"]
     assert [r.optional for r in tls] == [True]

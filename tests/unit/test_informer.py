@@ -153,3 +153,34 @@ async def test_a_silent_watch_is_reopened_from_where_it_was_without_a_relist() -
     assert {w["resourceVersion"] for w in watches} == {"10"}
     assert [verb for verb, _ in script.requests].count("list") == 1, "no relist: nothing was lost"
     assert count(metrics, "acme_gateway_watch_restarts_total", resource="services", reason="silent") >= 2
+
+
+async def test_objects_that_cannot_matter_are_not_cached_and_leave_when_they_stop_mattering() -> None:
+    def lb(name: str, rv: str, type_: str = "LoadBalancer") -> Any:
+        obj = item(name, rv)
+        obj["spec"]["type"] = type_
+        return obj
+
+    script = Script(
+        lists=[(200, listing("10", item("plain", "5"), lb("edge", "6")))],
+        watches=[
+            (
+                200,
+                [
+                    {"type": "ADDED", "object": item("another-plain", "11")},
+                    {"type": "MODIFIED", "object": lb("plain", "12")},  # becomes a LoadBalancer: now it matters
+                    {"type": "MODIFIED", "object": lb("edge", "13", "ClusterIP")},  # stops mattering: leaves
+                ],
+            )
+        ],
+    )
+
+    def done(store: Any, events: Any) -> bool:
+        return len(events) >= 3
+
+    def keep(raw: Any) -> bool:
+        return bool(raw["spec"]["type"] == "LoadBalancer")
+
+    store, events, _ = await run_until(script, done, keep=keep)
+    assert sorted(s.meta.name for s in store) == ["plain"]
+    assert events == [("ADDED", "edge", True), ("ADDED", "plain", False), ("DELETED", "edge", False)]

@@ -185,7 +185,7 @@ async def test_missing_verbs_are_grouped_per_resource_and_namespace() -> None:
         return not (a["resource"] == "services" and a.get("namespace") == "team-b" and not a.get("subresource"))
 
     assert await failure(FakeApi(allowed=allowed), requirements) == [
-        f"not allowed to list, watch, patch services in namespace team-b (as {SERVICE_ACCOUNT_USER}): "
+        f"not allowed to list, watch, patch, get services in namespace team-b (as {SERVICE_ACCOUNT_USER}): "
         "apply manifests/rbac.yaml (ClusterRole acme-gateway-reconciler and its ClusterRoleBinding)"
     ]
 
@@ -288,8 +288,7 @@ async def test_an_api_server_that_never_answers_gives_up_after_the_wait() -> Non
 
 async def test_nothing_listening_is_connection_refused_within_the_wait() -> None:
     (port,) = free_loopback_ports(1)
-    api = k8s_client.ApiClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"))
-    client = KubeClient(api, Metrics(), Limits())
+    client = KubeClient(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"), Metrics(), Limits())
     try:
         with pytest.raises(StartupError) as caught:
             await preflight.run(client, EVERYTHING, 1.0)

@@ -18,20 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from reconciler.model import (
-    Backend,
-    Challenge,
-    DomainClaim,
-    EnvoyProxy,
-    Gateway,
-    GatewayClass,
-    HTTPRoute,
-    Meta,
-    Project,
-    ServedRoute,
-    Service,
-    View,
-)
+from reconciler.gateways import EnvoyProxy, Gateway, GatewayClass
+from reconciler.hostnames import DomainClaim, ServedRoute
+from reconciler.model import Backend, Challenge, HTTPRoute, Meta, Project, Service, View
 from reconciler.policy import Policy
 from reconciler.watches import watches
 from tests.unit import objects as o

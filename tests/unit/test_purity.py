@@ -27,7 +27,14 @@ PURE_STDLIB = {
     "typing",
     "zlib",
 }
-PURE_OURS = {"reconciler.model", "reconciler.policy", "reconciler.names", "reconciler.text"}
+PURE_OURS = {
+    "reconciler.model",
+    "reconciler.gateways",
+    "reconciler.hostnames",
+    "reconciler.policy",
+    "reconciler.names",
+    "reconciler.text",
+}
 
 
 def imports(path: Path) -> set[str]:

@@ -127,7 +127,14 @@ CASES = [
     ),
     Case("challenge-missing-from-cache", [SVC, CLOUD], refusal="ChallengeNotFound"),
     Case("being-deleted", [CH, o.deleting(SVC), CLOUD], skipped="being-deleted"),
-    Case("plain-service-not-ours", [CH, o.plain_service(), CLOUD], skipped="not-a-solver", key=(o.NS, "my-app")),
+    Case(
+        "plain-service-not-ours",
+        [CH, o.plain_service(type_="LoadBalancer"), CLOUD],
+        skipped="not-a-solver",
+        key=(o.NS, "my-app"),
+    ),
+    # A ClusterIP Service without the solver label is dropped at the informer: never cached, nothing to decide.
+    Case("plain-cluster-ip-service-not-even-cached", [CH, o.plain_service(), CLOUD], key=(o.NS, "my-app")),
     Case("missing-service", [CH, CLOUD]),
 ]
 

@@ -353,7 +353,12 @@ CASES = [
         [CH, OTHER_CH, owned_by(o.patched(o.solver_service(OTHER_CH)), o.owner_ref(CH)), CLOUD, BACKEND, ROUTE],
         skipped="not-a-solver",
     ),
-    Case("plain-service", [CH, o.plain_service(), CLOUD], skipped="not-a-solver", key=(o.NS, "my-app")),
+    Case(
+        "plain-service",
+        [CH, o.plain_service(type_="LoadBalancer"), CLOUD],
+        skipped="not-a-solver",
+        key=(o.NS, "my-app"),
+    ),
     # look-alike routes: never a source of a companion
     Case("route-without-owner", [CH, SVC, CLOUD, BACKEND, owned_by(ROUTE)], skipped="waiting-for-route"),
     Case(

@@ -150,7 +150,7 @@ def test_a_challenge_that_ends_wakes_every_solver_of_its_namespace() -> None:
 def test_a_project_wakes_everything_in_the_namespaces_either_version_names() -> None:
     old = Project.from_raw(o.project(status_namespace="old-ns"))
     new = Project.from_raw(o.project())
-    moved = [o.plain_service(name="left-behind", namespace="old-ns")]
+    moved = [o.plain_service(name="left-behind", namespace="old-ns", type_="LoadBalancer")]
     world = o.cache_of([*WORLD, *moved])
     wake = on_project(Change(EventType.MODIFIED, old, new), world)
     assert set(wake.services) == {SVC_KEY, OTHER_KEY, (o.NS, "my-app"), ("old-ns", "left-behind")}
@@ -199,3 +199,11 @@ def test_an_update_that_leaves_the_view_as_it_was_wakes_nothing() -> None:
     assert matters(Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(churned)))
     assert matters(Change(EventType.ADDED, None, Challenge.from_raw(CH)))
     assert matters(Change(EventType.DELETED, Challenge.from_raw(CH), None))
+
+
+def test_a_metadata_change_other_than_the_version_matters() -> None:
+    relabelled = copy.deepcopy(CH)
+    relabelled["metadata"]["resourceVersion"] = "2"
+    relabelled["metadata"].setdefault("labels", {})["x"] = "y"
+    relabelled["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    assert matters(Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(relabelled)))

@@ -10,6 +10,7 @@ import pytest
 from reconciler.cache import ClusterCache
 from reconciler.kube.client import ApiError
 from reconciler.kube.events import EventRecorder
+from reconciler.kube.resources import HTTPROUTES
 from reconciler.metrics import Metrics
 from reconciler.model import Service
 from reconciler.policy import Policy
@@ -30,12 +31,20 @@ class FakeClient:
         self.calls: list[tuple[str, Any]] = []
         self.listed: list[dict[str, Any]] = []
         self.selectors: list[str | None] = []
+        self.live: dict[str, Any] | None = None
+        """What a GET answers (None: 404)."""
 
     async def list_page(
         self, resource: Any, namespace: str | None = None, *, field_selector: str | None = None, limit: int = 500
     ) -> dict[str, Any]:
         self.selectors.append(field_selector)
         return {"items": self.listed}
+
+    async def get(self, resource: Any, namespace: str | None, name: str) -> dict[str, Any]:
+        self.calls.append(("get", (resource.plural, namespace, name)))
+        if self.live is None:
+            raise ApiError(404, "NotFound", f"{name} not found")
+        return self.live
 
     async def patch(
         self, resource: Any, namespace: str, name: str, body: Any, *, subresource: str | None = None
@@ -310,3 +319,49 @@ async def test_a_writes_answer_wakes_the_triggers_as_its_watch_event_would() -> 
     assert seen == [("backends", "ADDED", "s-backend")]
     await w.apply(Delete(Kind.BACKEND, "ns", "s-backend", "ub", "9", "why"), ABOUT_SERVICE)
     assert seen[-1] == ("backends", "DELETED", "s-backend")
+
+
+OWNED_ROUTE = Create(
+    Kind.HTTPROUTE,
+    "ns",
+    {
+        "metadata": {
+            "name": "s-acme",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "s", "uid": "u1", "controller": True}],
+        }
+    },
+    "why",
+)
+
+
+async def test_an_object_deleted_with_its_owner_is_not_made_again() -> None:
+    """The garbage collector deleted our route because its Service is gone, and the route's event came
+    before the Service's: one GET of the owner, no create, and the Service leaves the cache at once."""
+    client = FakeClient()
+    w, metrics, cache = writer(client)
+    w.saw_deleted(HTTPROUTES, ("ns", "s-acme"))
+    assert await w.apply(OWNED_ROUTE, ABOUT_SERVICE) is Outcome.OWNER_GONE
+    assert [verb for verb, _ in client.calls] == ["get"]
+    assert cache.service("ns", "s") is None
+    assert written(metrics, "owner_gone", "create", "HTTPRoute") == 1
+
+
+async def test_a_create_after_a_deletion_goes_ahead_while_the_owner_lives() -> None:
+    client = FakeClient()
+    client.live = {"metadata": {"name": "s", "namespace": "ns", "uid": "u1"}}
+    w, _, cache = writer(client)
+    w.saw_deleted(HTTPROUTES, ("ns", "s-acme"))
+    assert await w.apply(OWNED_ROUTE, ABOUT_SERVICE) is Outcome.SUCCESS
+    assert [verb for verb, _ in client.calls] == ["get", "create"]
+    assert cache.service("ns", "s") is not None
+    # A replacement Service of the same name (another uid) does not own it: not made.
+    client.live = {"metadata": {"name": "s", "namespace": "ns", "uid": "u2"}}
+    w.saw_deleted(HTTPROUTES, ("ns", "s-acme"))
+    assert await w.apply(OWNED_ROUTE, ABOUT_SERVICE) is Outcome.OWNER_GONE
+
+
+async def test_a_first_create_costs_no_read() -> None:
+    client = FakeClient()
+    w, _, _ = writer(client)
+    assert await w.apply(OWNED_ROUTE, ABOUT_SERVICE) is Outcome.SUCCESS
+    assert [verb for verb, _ in client.calls] == ["create"]
