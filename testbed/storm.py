@@ -46,7 +46,8 @@ class StormConfig:
     batches: int = 10
     """Challenges arrive in this many batches; the faults fall between them."""
     wire_within: float = 240.0
-    reconciler_args: tuple[str, ...] = ("--qps", "100", "--burst", "200", "--max-challenges-per-project", "100")
+    reconciler_args: tuple[str, ...] = ("--max-challenges-per-project", "100")
+    """Otherwise the defaults (no client-side rate limit: the API server's 429s pace it)."""
 
 
 @dataclass
