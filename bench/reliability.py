@@ -234,7 +234,8 @@ def render(record: dict[str, Any]) -> str:
         f"cert-manager makes them) across {record['storm_projects']} cloud projects, arriving in ten batches, "
         "wired by one reconciler with `--max-challenges-per-project 100` (otherwise its defaults); first without "
         "faults (the baseline), then the same storm with every fault below, on a control plane of its own (API "
-        "server audit log of the reconciler's writes, watch cache off so that a compaction is what a resumed watch meets). Checked from the cluster as it is and the audit "
+        "server audit log of the reconciler's writes, watch cache off so that a compaction is what a resumed "
+        "watch meets). Checked from the cluster as it is and the audit "
         "log: each solver Service a LoadBalancer on its project's EIP address with its own port, one Backend at "
         "that address and port, one companion route to it; every update, patch and delete carrying a "
         "resourceVersion (and uid) precondition, so none can undo a newer change.",
