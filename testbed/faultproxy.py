@@ -37,6 +37,8 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
 )
 INJECTABLE = (429, 500, 503)
+DROP = 0
+"""As an injected "code": the connection is closed without an answer."""
 
 
 class FaultProxyError(ComponentError):
@@ -102,6 +104,9 @@ class _Proxy:
             code = st.rng.choice(st.codes)
             st.counts["injected"] += 1
             st.counts[f"injected:{code}"] += 1
+            if code == DROP:
+                _drop(request)
+                raise web.HTTPBadGateway()
             headers = {"Content-Type": "application/json"}
             if code == 429:
                 headers["Retry-After"] = str(st.retry_after)
@@ -267,7 +272,7 @@ class FaultProxy(Component):
         only_writes: bool = False,
     ) -> None:
         """Answer ``fail_ratio`` of the requests (or of the writes) with one of ``codes`` (429 carries
-        ``Retry-After``)."""
+        ``Retry-After``; ``DROP`` closes the connection instead of answering)."""
         config = {"fail_ratio": fail_ratio, "codes": list(codes), "retry_after": retry_after}
         self._post("config", config | {"fail_watches": fail_watches, "only_writes": only_writes})
 

@@ -27,6 +27,8 @@ from testbed.polling import wait_for
 
 LEASE_NAMESPACE = "acme-gateway-reconciler"
 _ids = itertools.count(1)
+_logs = itertools.count()
+"""Log files are numbered across Beds: they may share a directory."""
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Bed:
 
     async def via_faults(self, namespace: str, *args: str, env: Mapping[str, str] | None = None) -> ReconcilerProcess:
         """A reconciler for ``namespace`` whose kubeconfig points at the faulty path; ready."""
-        log = self.workdir / f"reconciler-{len(self.processes)}.log"
+        log = self.workdir / f"reconciler-{next(_logs)}.log"
         proc = await start_reconciler_via(
             self.path.kubeconfig, self.api, log, ["--namespaces", namespace, *args], self._env(env)
         )
@@ -112,7 +114,7 @@ class Bed:
 
     async def direct(self, namespace: str, args: Sequence[str], env: Mapping[str, str]) -> ReconcilerProcess:
         """A reconciler for ``namespace`` talking to the API server directly; ready."""
-        log = self.workdir / f"reconciler-{len(self.processes)}.log"
+        log = self.workdir / f"reconciler-{next(_logs)}.log"
         args = ["--namespaces", namespace, *args]
         proc = await start_reconciler(self.plane, self.api, log, args=args, env=self._env(env), wait_ready=False)
         self.processes.append(proc)
