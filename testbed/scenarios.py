@@ -8,6 +8,7 @@ scenario made; every scenario starts its own project and reconciler(s), so they 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -18,9 +19,10 @@ import anyio
 
 from testbed.certmanager import create_challenge, present
 from testbed.controlplane import ControlPlane
+from testbed.faultproxy import DROP
 from testbed.faults import FaultyPath, start_reconciler_via
 from testbed.gatewaycheck import backend_refs, ingress_ip, solver_service
-from testbed.harness import ReconcilerProcess, forget_claims, forget_namespace, start_reconciler
+from testbed.harness import ReconcilerNotReady, ReconcilerProcess, forget_claims, forget_namespace, start_reconciler
 from testbed.kube import BACKENDS, HTTPROUTES, LEASES, SERVICES, Kube, Obj
 from testbed.kubedc import KubeDC, create_project
 from testbed.polling import wait_for
@@ -267,6 +269,29 @@ async def forbidden_writes(bed: Bed) -> Forbidden:
         wired = False
     line = next((ln for ln in rec.log().splitlines() if "status=403" in ln), "")
     return Forbidden(m.total("acme_gateway_writes_total", result="rejected"), wired, line[:400])
+
+
+@dataclass
+class DroppedStartup:
+    exit_code: int | None
+    traceback: bool
+    """The log holds a Python traceback (rather than one ERROR line naming the cause)."""
+
+
+async def dropped_startup(bed: Bed) -> DroppedStartup:
+    """Every write (the start-up checks' access reviews are POSTs) has its connection closed unanswered, as
+    when the reconciler starts while the API server restarts."""
+    ns = await bed.project()
+    bed.path.proxy.configure(1.0, codes=(DROP,), only_writes=True)
+    with contextlib.suppress(ReconcilerNotReady):
+        await bed.via_faults(ns)
+    rec = bed.processes[-1]
+    await wait_for(lambda: _exited(rec), within=60, what="the reconciler gave up")
+    return DroppedStartup(rec.returncode, "Traceback" in rec.log())
+
+
+async def _exited(rec: ReconcilerProcess) -> bool:
+    return not rec.alive
 
 
 # --- high availability ----------------------------------------------------------------------------------------

@@ -16,9 +16,7 @@ import pytest
 
 from testbed import scenarios
 from testbed.controlplane import ControlPlane
-from testbed.faultproxy import DROP
 from testbed.faults import FaultyPath
-from testbed.harness import ReconcilerNotReady
 from testbed.kube import Kube
 from testbed.kubedc import KubeDC
 from testbed.storm import StormConfig, storm_pair
@@ -118,13 +116,9 @@ async def test_a_forbidden_answer_while_the_api_server_starts_does_not_stop_the_
     "RECONCILER_STARTUP_TIMEOUT"
 ))  # fmt: skip
 async def test_connections_dropped_during_the_start_up_checks_end_in_one_error_line(bed: scenarios.Bed) -> None:
-    ns = await bed.project()
-    bed.path.proxy.configure(1.0, codes=(DROP,), only_writes=True)  # the access reviews are POSTs
-    with pytest.raises(ReconcilerNotReady):
-        await bed.via_faults(ns)
-    rec = bed.processes[-1]
-    assert rec.returncode == 1, rec.log()[-2000:]
-    assert "Traceback" not in rec.log(), rec.log()[-2000:]
+    result = await scenarios.dropped_startup(bed)
+    assert result.exit_code == 1
+    assert not result.traceback, "one ERROR line naming the cause, not a traceback"
 
 
 # --- the storm, reduced --------------------------------------------------------------------------------------
