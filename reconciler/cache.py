@@ -76,6 +76,7 @@ class ClusterCache:
         self, solver_label: str = "acme.cert-manager.io/http01-solver", clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.clock = clock
+        self.solver_label = solver_label
         self.services: Store[Service] = Store(
             {NAMESPACE: by_namespace, CONTROLLER_UID: by_controller_uid, SOLVER_LABEL: by_label(solver_label)}
         )
@@ -124,6 +125,9 @@ class ClusterCache:
     def solver_namespaces(self) -> list[str]:
         """Namespaces with at least one Service labelled as a solver."""
         return [value[: -len("/true")] for value in self.services.index_values(SOLVER_LABEL) if value.endswith("/true")]
+
+    def solver_labelled(self, svc: Service) -> bool:
+        return svc.meta.labels.get(self.solver_label) == "true"
 
     def solver_services_in(self, namespace: str) -> Sequence[Service]:
         """Services labelled as solvers (a claim only; ownership is checked by the reconcilers)."""

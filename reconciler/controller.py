@@ -125,9 +125,16 @@ class Controller:
         for gauge in cache_gauges(self.cache, self.policy):
             metrics.registry.register(gauge)
         table = watches(self.cache, self.policy, self.outcomes.observe, self.wiring.observe, self.exposures.observe)
-        recorder = EventRecorder(client, metrics, dry_run=settings.dry_run)
+        self.events = EventRecorder(client, metrics, dry_run=settings.dry_run)
         self.writer = Writer(
-            client, self.cache, table, self.policy, recorder, metrics, dry_run=settings.dry_run, on_change=self._changed
+            client,
+            self.cache,
+            table,
+            self.policy,
+            self.events,
+            metrics,
+            dry_run=settings.dry_run,
+            on_change=self._changed,
         )
         self.prober = Prober(metrics)
         self.informers = [self._informer(client, watch, ns) for watch in table for ns in self._scopes(watch)]
@@ -205,11 +212,13 @@ class Controller:
             with anyio.move_on_after(DRAIN_SECONDS):
                 for loop in self.loops:
                     await loop.queue.wait_drained()
+                await self.events.close()
             tg.cancel_scope.cancel()
         await self.prober.aclose()
 
     def _start_work(self, tg: anyio.abc.TaskGroup) -> None:
         """The workers: every key the informers queued meanwhile (as a standby: everything) is decided."""
+        tg.start_soon(self.events.run)
         for loop in self.loops:
             tg.start_soon(loop.queue.run_delays)
             for _ in range(loop.workers):

@@ -105,6 +105,9 @@ class Metrics:
             *("kind", "reason"),
         )
         self.events = counter(f"{NS}_events_total", "Kubernetes Events emitted, by type and reason.", "type", "reason")
+        self.events_dropped = counter(
+            f"{NS}_events_dropped_total", "Events not sent because the outbox was full (the API server is that slow)."
+        )
 
         # Reconcile loop.
         self.reconciles = counter(

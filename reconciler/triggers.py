@@ -85,7 +85,11 @@ def owning_service(meta: Meta) -> Key | None:
 def on_service(change: Change[Service], cache: ClusterCache) -> Wake:
     wake = Wake()
     key = change.obj.meta.key
-    wake.solver_service(key, cache)
+    if any(cache.solver_labelled(version) for version in change.versions()):
+        wake.solver_service(key, cache)
+    else:
+        # Any other LoadBalancer Service: only its own Backend (backend mode `all`) is decided from it.
+        wake.backends.append(key)
     old, new = change.old, change.new
     if old is None or new is None or old.ports != new.ports or old.type != new.type:
         # A port taken or freed on the project's EIP can change another solver's allocation.

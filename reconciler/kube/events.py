@@ -4,6 +4,10 @@
 Repeats are aggregated, never one Event per retry: an Event's name is derived from its object's uid and
 its reason, so a repeat (even after a restart) finds it and raises its `count`, at most one write per
 `repeat_interval` per Event; repeats in between are counted and go out with the next write.
+
+While `run` runs (the controller's workers), Events are sent from an outbox by their own tasks: what to
+post is still decided at once, but no worker waits on an Event's round trip before its next write (in a
+renewal storm Events are half of all requests). Without `run`, `post` sends before it returns.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
 from reconciler.kube.client import ApiError
 from reconciler.kube.resources import EVENTS, Resource
 from reconciler.metrics import Metrics
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 COMPONENT = "acme-gateway-reconciler"
 KEPT = 10_000
 """Events remembered for aggregation (oldest forgotten first)."""
+OUTBOX = 10_000
+"""Events waiting to be sent; beyond that, new ones are dropped and counted."""
+SENDERS = 2
 
 
 class ObjectRef(NamedTuple):
@@ -55,6 +65,17 @@ class _Posted:
     written_at: float
 
 
+class _Post(NamedTuple):
+    about: ObjectRef
+    name: str
+    type_: str
+    reason: str
+    message: str
+    repeat: bool
+    update: bool
+    """The Event exists (we posted it): raise its count rather than create it."""
+
+
 def event_name(about: ObjectRef, reason: str) -> str:
     """One Event per object and reason: `<object>.<hash of uid and reason>` (a valid, bounded name)."""
     digest = hashlib.sha256(f"{about.uid}/{about.namespace}/{about.name}/{reason}".encode()).hexdigest()[:16]
@@ -78,6 +99,9 @@ class EventRecorder:
         self._repeat_interval = repeat_interval
         self._clock = clock
         self._posted: OrderedDict[str, _Posted] = OrderedDict()
+        self._outbox: MemoryObjectSendStream[_Post] | None = None
+        self._sent_all = anyio.Event()
+        self._sent_all.set()
 
     async def post(self, about: ObjectRef, type_: str, reason: str, message: str, repeat: bool = False) -> None:
         """Tell `about`'s owner. With `repeat`, an Event that exists gets its count raised (rate-limited);
@@ -93,16 +117,60 @@ class EventRecorder:
             log.info("dry run: would post event", extra={"object": _path(about), "reason": reason, "detail": message})
             self._remember(name, _Posted(1, now))
             return
+        job = _Post(about, name, type_, reason, message, repeat, update=seen is not None)
+        if self._outbox is None:
+            await self._send(job)
+            return
+        if seen is None:
+            self._remember(name, _Posted(1, now))  # decided: a repeat before it is sent only counts
+        else:
+            seen.written_at = now
         try:
-            if seen is None:
-                count = await self._create(about, name, type_, reason, message, repeat)
+            self._outbox.send_nowait(job)
+        except anyio.WouldBlock:
+            self._metrics.events_dropped.inc()
+            log.debug("event outbox full; dropped", extra={"object": _path(about), "reason": reason})
+
+    async def run(self) -> None:
+        """Sends queued Events until `close`, then what is left."""
+        send, receive = anyio.create_memory_object_stream[_Post](OUTBOX)
+        self._outbox = send
+        self._sent_all = anyio.Event()
+
+        async def sender() -> None:
+            async for job in receive:
+                await self._send(job)
+
+        try:
+            async with receive, anyio.create_task_group() as tg:
+                for _ in range(SENDERS):
+                    tg.start_soon(sender)
+        finally:
+            self._outbox = None
+            self._sent_all.set()
+
+    async def close(self) -> None:
+        """No more Events; returns once `run` has sent the queued ones (at once when it is not running)."""
+        if self._outbox is not None:
+            self._outbox.close()
+        await self._sent_all.wait()
+
+    async def _send(self, job: _Post) -> None:
+        about, name = job.about, job.name
+        try:
+            if job.update:
+                seen = self._posted.get(name)
+                count = seen.count if seen is not None else 1
+                await self._update(about.namespace, name, count, job.message)
             else:
-                count = seen.count
-                await self._update(about.namespace, name, count, message)
-            self._remember(name, _Posted(count, now))
-            self._metrics.events.labels(type_, reason).inc()
+                count = await self._create(about, name, job.type_, job.reason, job.message, job.repeat)
+            seen = self._posted.get(name)
+            self._remember(name, _Posted(max(count, seen.count if seen else 0), self._clock()))
+            self._metrics.events.labels(job.type_, job.reason).inc()
         except Exception as exc:  # an Event is best effort; it must never fail a reconcile
-            log.warning("could not post event", extra={"object": _path(about), "reason": reason, "error": str(exc)})
+            if not job.update:
+                self._posted.pop(name, None)  # not there: the next decision may try again
+            log.warning("could not post event", extra={"object": _path(about), "reason": job.reason, "error": str(exc)})
 
     async def _create(self, about: ObjectRef, name: str, type_: str, reason: str, message: str, repeat: bool) -> int:
         """Create it; after a restart it may exist: then count on (repeat) or leave it (once-only)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from reconciler.kube.client import ApiError
@@ -93,3 +95,64 @@ async def test_a_dry_run_posts_nothing() -> None:
     api = EventsAPI()
     await EventRecorder(api, Metrics(), "test", dry_run=True).post(ABOUT, "Warning", "X", "y")
     assert api.writes == []
+
+
+class SlowEventsAPI(EventsAPI):
+    """Each create waits until released: a slow API server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.fail = False
+        self.failed = anyio.Event()
+
+    async def create(self, resource: Any, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        await self.release.wait()
+        if self.fail:
+            self.writes.append("create")
+            self.failed.set()
+            raise ApiError(500, "InternalError", "etcd is unhappy")
+        return await super().create(resource, namespace, body)
+
+
+async def test_while_running_a_post_never_waits_for_the_api_server() -> None:
+    """A worker's next write must not wait on an Event's round trip; what to post is decided at once,
+    and `close` sends what is queued before it returns."""
+    api = SlowEventsAPI()
+    recorder = EventRecorder(api, Metrics(), "test")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        await anyio.lowlevel.checkpoint()  # run() opens its outbox
+        with anyio.fail_after(1):
+            for _ in range(3):
+                await recorder.post(ABOUT, "Normal", "Routed", "routed")
+            await recorder.post(ABOUT, "Normal", "BackendReady", "ready")
+        assert api.writes == []
+        api.release.set()
+        with anyio.fail_after(5):
+            await recorder.close()
+    assert sorted(e["reason"] for e in api.events.values()) == ["BackendReady", "Routed"], "once each"
+
+
+async def test_a_queued_event_that_fails_is_tried_again_by_the_next_post() -> None:
+    api = SlowEventsAPI()
+    api.fail = True
+    api.release.set()
+    recorder = EventRecorder(api, Metrics(), "test")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        await anyio.lowlevel.checkpoint()  # run() opens its outbox
+        await recorder.post(ABOUT, "Normal", "Routed", "routed")
+        with anyio.fail_after(5):
+            await api.failed.wait()
+        api.fail = False
+        await recorder.post(ABOUT, "Normal", "Routed", "routed")
+        await recorder.close()
+    assert [e["reason"] for e in api.events.values()] == ["Routed"]
+    assert api.writes == ["create", "create"]
+
+
+async def test_close_without_run_returns_at_once() -> None:
+    recorder = EventRecorder(EventsAPI(), Metrics(), "test")
+    with anyio.fail_after(1):
+        await recorder.close()

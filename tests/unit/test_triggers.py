@@ -207,3 +207,16 @@ def test_a_metadata_change_other_than_the_version_matters() -> None:
     relabelled["metadata"].setdefault("labels", {})["x"] = "y"
     relabelled["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
     assert matters(Change(EventType.MODIFIED, Challenge.from_raw(CH), Challenge.from_raw(relabelled)))
+
+
+def test_a_load_balancer_service_that_is_no_solver_wakes_only_its_backend() -> None:
+    """Nothing but its own Backend is decided from it: at 2,000 such Services, the other loops' looks
+    were 3 of every 4 reconciles after start-up. A port it takes still moves the solvers' allocation."""
+    wake = on_service(added(Service.from_raw(APP)), cache())
+    assert wake.backends == [(o.NS, APP["metadata"]["name"])]
+    assert (wake.shadows, wake.routes, wake.challenges) == ([], [], [])
+    assert sorted(wake.services) == sorted([SVC_KEY, OTHER_KEY]), "the solvers of its namespace: ports may move"
+    unlabelled = copy.deepcopy(SVC)
+    del unlabelled["metadata"]["labels"][cache().solver_label]
+    wake = on_service(Change(EventType.MODIFIED, Service.from_raw(SVC), Service.from_raw(unlabelled)), cache())
+    assert wake.shadows == [SVC_KEY], "a solver label removed: what was decided from it is looked at again"
