@@ -348,11 +348,14 @@ def _flaky_row(name: str, runs: list[dict[str, Any]]) -> str:
     )
 
 
+def _first_ok(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((r for r in runs if r.get("ok")), None)
+
+
 def _gone_text(runs: list[dict[str, Any]]) -> str:
-    ok = [r for r in runs if r.get("ok")]
-    if not ok:
+    r = _first_ok(runs)
+    if r is None:
         return "not measured"
-    r = ok[0]
     return (
         f"{int(r['gone'])} watches answered 410 Gone, {int(r['relists'])} full lists; a new challenge wired after it"
         " (with the watch cache on, a watch resumes from the cache's window: the storm turns the cache off to meet"
@@ -361,10 +364,9 @@ def _gone_text(runs: list[dict[str, Any]]) -> str:
 
 
 def _forbidden_text(runs: list[dict[str, Any]]) -> str:
-    ok = [r for r in runs if r.get("ok")]
-    if not ok:
+    r = _first_ok(runs)
+    if r is None:
         return "not measured"
-    r = ok[0]
     if r["wired_within_30s"]:
         return "the writes were sent again once allowed; the challenge was wired"
     return (
@@ -374,10 +376,9 @@ def _forbidden_text(runs: list[dict[str, Any]]) -> str:
 
 
 def _dropped_text(runs: list[dict[str, Any]]) -> str:
-    ok = [r for r in runs if r.get("ok")]
-    if not ok:
+    r = _first_ok(runs)
+    if r is None:
         return "not measured"
-    r = ok[0]
     how = "**with a Python traceback**" if r["traceback"] else "with one ERROR line"
     pinned = " (`reconciler/kube/preflight.py` catches only `ApiError`; pinned, xfail)" if r["traceback"] else ""
     return f"exit {r['exit_code']} {how}{pinned}"
