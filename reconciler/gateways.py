@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.model import BACKEND_GROUP, Meta, View
+from reconciler.model import BACKEND_GROUP, Meta, View, shape_checked
 
 
 class ParamsRef(View):
@@ -38,6 +38,7 @@ class GatewayClass(View):
     params: ParamsRef | None = None
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> GatewayClass:
         spec = raw.get("spec") or {}
         return cls(meta=Meta.from_raw(raw, frozenset()), params=ParamsRef.from_raw(spec.get("parametersRef")))
@@ -54,6 +55,7 @@ class Gateway(View):
     """The port of its first plain-HTTP listener (the one ACME HTTP-01 uses)."""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Gateway:
         meta = Meta.from_raw(raw, frozenset())
         spec = raw.get("spec") or {}
@@ -76,6 +78,7 @@ class EnvoyProxy(View):
     """Envoy Gateway keeps route creation order instead of sorting rules by specificity."""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> EnvoyProxy:
         spec = raw.get("spec") or {}
         return cls(meta=Meta.from_raw(raw, frozenset()), preserve_route_order=spec.get("preserveRouteOrder") is True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from reconciler.model import Meta, View
+from reconciler.model import Meta, View, shape_checked
 
 
 class ProjectRef(View):
@@ -35,6 +35,7 @@ class DomainClaim(View):
     """lastTransitionTime of the Contested condition, kept when later contenders are recorded."""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> DomainClaim:
         spec = raw.get("spec") or {}
         status = raw.get("status") or {}
@@ -64,6 +65,7 @@ class ServedRoute(View):
 
     @classmethod
     def parser(cls, kind: str) -> Callable[[Mapping[str, Any], frozenset[str] | None], ServedRoute]:
+        @shape_checked
         def parse(raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> ServedRoute:
             spec = raw.get("spec") or {}
             return cls(

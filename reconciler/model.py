@@ -8,8 +8,9 @@ Everything here is plain data; nothing does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +25,25 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 FINAL_SUCCESS_STATES = frozenset({"valid"})
 FINAL_FAILURE_STATES = frozenset({"invalid", "expired", "errored"})
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def shape_checked(parse: Callable[P, R]) -> Callable[P, R]:
+    """A field of the wrong JSON type (`spec: true`, a string where a list of objects belongs) fails deep in a
+    parser as AttributeError, which the informer would not catch: it would retry the same list or watch event
+    forever. Raise it as the TypeError the informer skips (and counts as INVALID) instead."""
+
+    @functools.wraps(parse)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return parse(*args, **kwargs)
+        except AttributeError as exc:
+            raise TypeError(f"a field has an unexpected type: {exc}") from exc
+
+    return checked
 
 
 class View(BaseModel):
@@ -69,6 +89,7 @@ class Meta(View):
         return None
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Meta:
         """Trim `metadata`; with `keep_annotations`, every other annotation is dropped."""
         md = raw.get("metadata") or {}
@@ -130,6 +151,7 @@ class Service(View):
     """`spec.clusterIP`; "None" for a headless Service, which can never become a LoadBalancer."""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Service:
         spec = raw.get("spec") or {}
         lb = (raw.get("status") or {}).get("loadBalancer") or {}
@@ -197,6 +219,7 @@ class Backend(View):
     """What Envoy Gateway says about it (`Accepted`)."""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Backend:
         endpoints = []
         for ep in (raw.get("spec") or {}).get("endpoints") or ():
@@ -249,6 +272,7 @@ class HTTPRoute(View):
     parents: tuple[ParentStatus, ...] = ()
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> HTTPRoute:
         spec = raw.get("spec") or {}
         meta = Meta.from_raw(raw, keep_annotations)
@@ -257,13 +281,15 @@ class HTTPRoute(View):
             ref = parent.get("parentRef") or {}
             gateway = f"{ref.get('namespace') or meta.namespace}/{ref.get('name') or ''}"
             parents.append(ParentStatus(gateway=gateway, conditions=Condition.all_from(parent.get("conditions"))))
-        return cls(
+        route = cls(
             meta=meta,
             parent_refs=tuple(spec.get("parentRefs") or ()),
             hostnames=tuple(spec.get("hostnames") or ()),
             rules=tuple(spec.get("rules") or ()),
             parents=tuple(parents),
         )
+        route.backend_refs()  # refs of the wrong shape refuse the route here, not in every index and reconciler
+        return route
 
     def backend_refs(self) -> tuple[BackendRef, ...]:
         return tuple(BackendRef.from_raw(ref) for rule in self.rules for ref in rule.get("backendRefs") or ())
@@ -279,6 +305,7 @@ class Challenge(View):
     state: str = ""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Challenge:
         spec = raw.get("spec") or {}
         return cls(
@@ -303,6 +330,7 @@ class Project(View):
     """`spec.egressNetworkType` (the real CRD), else `spec.externalNetworkType` (the PRD's name)."""
 
     @classmethod
+    @shape_checked
     def from_raw(cls, raw: Mapping[str, Any], keep_annotations: frozenset[str] | None = None) -> Project:
         meta = Meta.from_raw(raw, keep_annotations)
         spec = raw.get("spec") or {}

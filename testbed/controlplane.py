@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -51,6 +52,10 @@ class ControlPlane(Component):
 
     crd_directory: Path = field(default_factory=crd_dir)
     ready_timeout: float = 90.0
+    audit: bool = False
+    """Write an audit log of the reconciler identity's writes, with their bodies (``audit_log``): how the
+    fault tests check that every write carried a precondition."""
+    apiserver_flags: tuple[str, ...] = ()
 
     server_url: str = field(init=False)
     ca_file: Path = field(init=False)
@@ -60,6 +65,7 @@ class ControlPlane(Component):
     reconciler_kubeconfig: Path = field(init=False)
     binaries_dir: Path = field(init=False)
     crd_names: list[str] = field(init=False, default_factory=list)
+    audit_log: Path = field(init=False, default_factory=Path)
 
     def _start(self) -> None:
         """Build/find the binaries, start everything, install the CRDs."""
@@ -134,6 +140,54 @@ class ControlPlane(Component):
 
         self.wait_ready(proc, "etcd /health", healthy, self.ready_timeout)
 
+    @property
+    def pki(self) -> Pki:
+        """The CA and the API server's serving certificate (a proxy in front of it may serve the same one)."""
+        return self._pki
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self._etcd_client_port}"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {"level": "Request", "users": [RECONCILER_USER], "verbs": ["create", "update", "patch", "delete"]},
+                {"level": "None"},
+            ],
+        }
+        path = write_file(self.data_dir / "audit-policy.json", json.dumps(policy))
+        self.audit_log = self.data_dir / "logs" / "audit.jsonl"
+        return [f"--audit-policy-file={path}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
+
+    def restart_apiserver(self, down: float = 0.0) -> float:
+        """Stop kube-apiserver (SIGTERM, as a rolling restart does), stay down ``down`` seconds, start it
+        again on the same port and wait until it is ready; returns the seconds it was unavailable."""
+        started = time.monotonic()
+        old = next(p for p in self.processes if p.name == "kube-apiserver")
+        old.stop(self.stop_grace)
+        self.processes.remove(old)
+        time.sleep(down)
+        self._start_apiserver()
+        return time.monotonic() - started
+
+    def compact_etcd(self) -> int:
+        """Compact etcd to its current revision (physically): a watch or list resumed from any older
+        resourceVersion is answered 410 Gone. Returns the revision."""
+        with httpx.Client(base_url=self.etcd_url, timeout=30) as etcd:
+            # Any key: the answer's header carries the current revision.
+            resp = etcd.post("/v3/kv/range", json={"key": "AA==", "limit": 1})
+            resp.raise_for_status()
+            revision = int(resp.json()["header"]["revision"])
+            resp = etcd.post("/v3/kv/compaction", json={"revision": str(revision), "physical": True})
+            resp.raise_for_status()
+        return revision
+
     def _start_apiserver(self) -> None:
         pki = self._pki
         proc = self.spawn(
@@ -156,6 +210,8 @@ class ControlPlane(Component):
                 # The endpoint reconciler would publish 127.0.0.1 as the `kubernetes` Service's endpoint,
                 # which Endpoints validation refuses (loopback), logging an error every 10 s.
                 "--endpoint-reconciler-type=none",
+                *self._audit_flags(),
+                *self.apiserver_flags,
             ],
         )
 
