@@ -316,6 +316,8 @@ class Storm:
                 resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
                 self.result.writes[f"{verb} {resource} {code}"] += 1
                 body = entry.get("requestObject") or {}
+                if code in (401, 403) and not body:
+                    continue  # refused before its body was read (the audit log has none to show): not a write
                 if verb in ("update", "patch") and not (body.get("metadata") or {}).get("resourceVersion"):
                     what = f"{verb} {ref['resource']} {ref.get('namespace')}/{ref.get('name')} {code}"
                     self.result.unconditional.append(f"{what}: {json.dumps(body)[:300]}")

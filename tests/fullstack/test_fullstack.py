@@ -218,8 +218,12 @@ async def test_without_the_reconciler_a_cloud_challenge_never_validates(env: Env
         return found or None
 
     (verdict,) = await wait_for(rejected, within=60, what="Pebble's verdict on the unchecked challenge")
-    assert verdict.state == "invalid", verdict
-    assert "503" in verdict.reason, verdict.reason
+    if verdict.state == "invalid":
+        assert "503" in verdict.reason, verdict.reason
+    else:
+        # cert-manager's own race under load: its status write after accepting lost a conflict, it accepted
+        # again, and Pebble, which had already validated (and failed) the challenge, refused the second one.
+        assert verdict.state == "expired" and "status invalid" in verdict.reason, verdict
     print(f"Pebble's verdict: {verdict.reason}")
 
     for p in (checked, unchecked):
