@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.model import BACKEND_GROUP, Meta, View, shape_checked
+from reconciler.model import BACKEND_GROUP, Meta, View
+from reconciler.shapes import shape_checked
 
 
 class ParamsRef(View):

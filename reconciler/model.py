@@ -8,11 +8,12 @@ Everything here is plain data; nothing does I/O.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from reconciler.shapes import shape_checked
 
 JSON = dict[str, Any]
 Key = tuple[str, str]
@@ -25,25 +26,6 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 FINAL_SUCCESS_STATES = frozenset({"valid"})
 FINAL_FAILURE_STATES = frozenset({"invalid", "expired", "errored"})
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def shape_checked(parse: Callable[P, R]) -> Callable[P, R]:
-    """A field of the wrong JSON type (`spec: true`, a string where a list of objects belongs) fails deep in a
-    parser as AttributeError, which the informer would not catch: it would retry the same list or watch event
-    forever. Raise it as the TypeError the informer skips (and counts as INVALID) instead."""
-
-    @functools.wraps(parse)
-    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return parse(*args, **kwargs)
-        except AttributeError as exc:
-            raise TypeError(f"a field has an unexpected type: {exc}") from exc
-
-    return checked
 
 
 class View(BaseModel):

@@ -34,6 +34,7 @@ PURE_OURS = {
     "reconciler.policy",
     "reconciler.names",
     "reconciler.text",
+    "reconciler.shapes",
 }
 
 
