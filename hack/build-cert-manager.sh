@@ -9,8 +9,8 @@
 # Prints the directory on stdout; progress goes to stderr.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/build-lib.sh"
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/cert-manager" && pwd)"
-CACHE_ROOT="${RECONCILER_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/acme-gateway-reconciler}"
 VERSION="$(awk '$1 == "github.com/cert-manager/cert-manager" { print $2 }' "$SRC/go.mod")"
 [[ -n "$VERSION" ]] || { echo "$SRC/go.mod does not require github.com/cert-manager/cert-manager" >&2; exit 1; }
 # The version is stamped into the binary: it names the default solver image and the User-Agent.
@@ -19,25 +19,10 @@ HASH="$(cd "$SRC" && { printf '%s\n' "$LDFLAGS"; cat go.mod go.sum $(LC_ALL=C ls
 OUT="$CACHE_ROOT/cert-manager-$VERSION-$HASH"
 BINARY=cert-manager-controller
 
-if [[ -x "$OUT/$BINARY" ]]; then
-  echo "$OUT"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "go is required to build cert-manager" >&2; exit 1; }
-mkdir -p "$CACHE_ROOT"
-exec 9>"$CACHE_ROOT/.build-cert-manager-$VERSION-$HASH.lock"
-flock 9
-if [[ -x "$OUT/$BINARY" ]]; then echo "$OUT"; exit 0; fi
-
+reuse_or_lock "$OUT" "$BINARY" "cert-manager-$VERSION-$HASH"
 start=$(date +%s)
-rm -rf "$OUT.partial"
-mkdir -p "$OUT.partial"
 echo "go build cert-manager $VERSION controllers ($SRC; cold builds take minutes on 2 cores)" >&2
 # -mod=readonly: go.sum is the pin; a build never rewrites it.
 (cd "$SRC" && go build -mod=readonly -trimpath -buildvcs=false -ldflags "$LDFLAGS" -o "$OUT.partial/$BINARY" .) >&2
 "$OUT.partial/$BINARY" --version >&2
-rm -rf "$OUT"
-mv "$OUT.partial" "$OUT"
-echo "built cert-manager $VERSION in $(( $(date +%s) - start ))s" >&2
-echo "$OUT"
+publish "$OUT" "cert-manager $VERSION" "$start"
