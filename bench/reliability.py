@@ -256,10 +256,7 @@ def render(record: dict[str, Any]) -> str:
     ]
     if storm["unwired"]:
         lines += [
-            f"**Not wired under faults**: {', '.join(storm['unwired'])}. Their writes were answered 403 by the "
-            "restarting API server (before its RBAC authorizer had synced); the reconciler keeps a 403 as a final "
-            "rejection for 10 minutes (`REJECTED_MEMORY_SECONDS` in `reconciler/writer.py`) and sends nothing "
-            "meanwhile (see *403 while the API server starts* below).",
+            f"**Not wired under faults**: {', '.join(storm['unwired'])}.",
             "",
         ]
     if storm["unconditional"]:
@@ -302,12 +299,12 @@ def render(record: dict[str, Any]) -> str:
         f"{[r.get('lease_transitions') for r in _runs(record, 'handover_sigterm')]} | 0, 1 |",
         "",
         "After a SIGKILL the standby cannot know the holder is gone: it takes the Lease once the last renewal it "
-        "saw is one lease duration old. It sees an expired term only by polling (every retry period, 2-2.4 s) "
-        "and dates the last renewal by the poll that saw it, so the takeover lands anywhere from about 13 to "
-        "20 s after the kill, and the 17 s target is met only when the timing is kind (the e2e test marks a "
-        "slower run as this known limit; dating renewals from the Lease watch and trying at exactly last "
-        "renewal + lease duration would make it about 15 s). A SIGTERMed leader stops taking work, finishes "
-        "the writes in progress, releases the Lease (the standby watches it and takes it at once) and exits 0.",
+        "saw is one lease duration old. It dates each renewal by the Lease watch event that carried it and tries "
+        "when that term ends (lease duration + 0.05 s), so the takeover lands about 15 s after the last renewal "
+        "plus the new leader's first write. A 403 while the API server restarts (its RBAC authorizer not yet "
+        "synced) is counted `result=\"forbidden\"` and retried with back-off, never remembered as a rejection. "
+        "A SIGTERMed leader stops taking work, finishes the writes in progress, releases the Lease (the standby "
+        "watches it and takes it at once) and exits 0.",
         "",
         "## Bad input (property-based, hypothesis)",
         "",
