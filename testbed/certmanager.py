@@ -30,6 +30,10 @@ self-check means ``valid``, unless ``SolverConfig.accept`` is given), Issuer loo
 read from the Challenge), the scheduler's limits (max concurrent challenges, one challenge per dnsName at a
 time), pod templates, extra labels from flags, Ingress solvers, Events, the metrics, and the optional
 readiness gates. Redirects are not followed by the default self-check, to keep all traffic on loopback.
+
+Kinder than cert-manager: it acts when the test says (no 10 s retry period, no 5-worker queue), never loses
+a status write to a conflict, never makes a solver anew under load, and has no webhook or leader election;
+the full-stack suite runs the real controllers for that reason.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 In a kube-dc cloud project the gateway reaches a solver only through an Envoy Gateway Backend at the
 solver Service's load-balancer address; a Service backendRef resolves to unreachable pod addresses (503).
 `RoutedToBackend` passes exactly when the Challenge's HTTPRoute would get there that way.
+
+Kinder than Envoy: it decides from the routes at the moment it looks (Envoy needs its xDS update first)
+and knows only the rule order, not listeners, policies or status.
 """
 
 from __future__ import annotations

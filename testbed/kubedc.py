@@ -10,6 +10,9 @@ loopback address (127.65.x.y), so anything that later connects to them stays on 
 Simplifications: every EIP name in a project resolves to the project's one address (ports conflict per
 address); the first Service by creationTimestamp (then by when this controller first saw it) keeps a port;
 ``external-network-type`` overrides, EIp objects, and route-port/expose-route are ignored.
+
+Kinder than kube-dc: an address within milliseconds (kube-dc programs OVN first), no EIP quota or
+exhaustion, and an address is never taken back.
 """
 
 from __future__ import annotations

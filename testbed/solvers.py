@@ -29,6 +29,9 @@ with the image cached, for cloud and baseline projects alike.
 
 Servers run in threads, so they answer even while the test's event loop is busy; every request is kept in
 ``hits`` for assertions (who asked, through which address and port, with what answer).
+
+Kinder than a kubelet and kube-dc's data plane: a server starts exactly ``pod_start`` after its Pod
+appears (no scheduling, image pull, readiness or crash), and the forwarding is a lossless loopback bind.
 """
 
 from __future__ import annotations
