@@ -25,6 +25,11 @@ PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 CACHE_ROOT="${RECONCILER_TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/acme-gateway-reconciler}"
 KEY="prometheus$PROMETHEUS_VERSION-helm$HELM_VERSION-kustomize$KUSTOMIZE_VERSION-po$PROMETHEUS_OPERATOR_VERSION"
 LINKS="$CACHE_ROOT/ops-tools-$KEY"
+# The whole script under one lock too: two runs (hack/test's background build and its own call) must not
+# copy the CRDs or set the links at the same time.
+mkdir -p "$CACHE_ROOT"
+exec 8>"$CACHE_ROOT/.build-ops-tools-$KEY.lock"
+flock 8
 
 # The binary `go install` makes of a package path: its last element, or the one before a /vN suffix.
 bin_name() {
