@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from bench.api import (
@@ -123,7 +124,7 @@ class Load:
         """`count` Projects spread over `orgs` org namespaces, each with its status.namespace and namespace,
         as kube-dc's project controller leaves them; cloud ones get an EIP address from the stand-in."""
         org_names = [f"{prefix}-o{i}" for i in range(max(1, orgs))]
-        await bounded(lambda name=name: self.namespace(name) for name in org_names)
+        await bounded(partial(self.namespace, name) for name in org_names)
 
         async def one(i: int) -> BenchProject:
             org, name = org_names[i % len(org_names)], f"p{i}"
@@ -142,7 +143,7 @@ class Load:
                 self.assign(namespace, address)
             return BenchProject(org, name, namespace, address)
 
-        return await bounded(lambda i=i: one(i) for i in range(count))
+        return await bounded(partial(one, i) for i in range(count))
 
     async def claims(self, owners: Sequence[tuple[BenchProject, str]]) -> int:
         """Pre-create a DomainClaim per (project, hostname), as a renewal finds them; a no-op (0) while the
@@ -171,7 +172,7 @@ class Load:
                     return 0
             return 1
 
-        return sum(await bounded(lambda p=p, h=h: one(p, h) for p, h in owners))
+        return sum(await bounded(partial(one, p, h) for p, h in owners))
 
     async def challenge(self, solver: Solver) -> Solver:
         """What cert-manager's Order and Challenge controllers do first: the Challenge, then its status."""
@@ -196,13 +197,13 @@ class Load:
         return await self.present(await self.challenge(solver))
 
     async def challenges(self, solvers: Sequence[Solver], concurrency: int = CONCURRENCY) -> list[Solver]:
-        return await bounded((lambda s=s: self.challenge(s) for s in solvers), concurrency)
+        return await bounded((partial(self.challenge, s) for s in solvers), concurrency)
 
     async def presents(self, solvers: Sequence[Solver], concurrency: int = CONCURRENCY) -> list[Solver]:
-        return await bounded((lambda s=s: self.present(s) for s in solvers), concurrency)
+        return await bounded((partial(self.present, s) for s in solvers), concurrency)
 
     async def solvers(self, solvers: Sequence[Solver], concurrency: int = CONCURRENCY) -> list[Solver]:
-        return await bounded((lambda s=s: self.solver(s) for s in solvers), concurrency)
+        return await bounded((partial(self.solver, s) for s in solvers), concurrency)
 
     async def remove(self, solver: Solver) -> None:
         """What cert-manager's CleanUp and the Order's deletion leave: nothing (the garbage collector takes

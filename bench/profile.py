@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -82,7 +82,10 @@ def categorize(raw: str) -> dict[str, Any]:
         mine = next((f for f in reversed(frames) if "(reconciler/" in f), None)
         if mine is not None:
             ours[mine.split(":")[0] + ")"] += count
-    share = lambda c: {k: round(100 * v / total, 1) for k, v in c.most_common(15)} if total else {}  # noqa: E731
+
+    def share(c: Counter[str]) -> dict[str, float]:
+        return {k: round(100 * v / total, 1) for k, v in c.most_common(15)} if total else {}
+
     return {"samples": total, "idle_samples_left_out": idle, "percent_by_category": share(categories),
             "top_leaf_percent": share(leaves), "top_reconciler_function_percent": share(ours)}  # fmt: skip
 
@@ -187,7 +190,7 @@ async def traced_scale(bed: Bed, out: Path) -> dict[str, Any]:
         await subject.stop()
     if not await anyio.Path(out).exists():
         return {"error": "no tracemalloc snapshot"}
-    snapshot = json.loads(await anyio.Path(out).read_text())
+    snapshot = cast(dict[str, Any], json.loads(await anyio.Path(out).read_text()))  # bench.traced's JSON object
     return {"file": f"profiles/{out.name}", "rss_under_tracing_mib": rss} | snapshot
 
 

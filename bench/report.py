@@ -241,8 +241,8 @@ def plots(results: R, out_dir: Path) -> list[Path]:
     if storm:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name, r in storm.items():
-            xs: list[float] = r["timeline_s"]
-            line = ax.step([0, *xs], range(len(xs) + 1), where="post", label=f"{name}: routed")
+            routed: list[float] = r["timeline_s"]
+            line = ax.step([0, *routed], range(len(routed) + 1), where="post", label=f"{name}: routed")
             lbs: list[float] = r.get("lb_timeline_s") or []
             if lbs:
                 ax.step([0, *lbs], range(len(lbs) + 1), ":", where="post", color=line[0].get_color(), alpha=0.7)

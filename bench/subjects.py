@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -147,10 +147,13 @@ class Subject:
 
     async def counters(self) -> Counters:
         async with aiohttp.ClientSession() as http:
-            path = "/metrics" if self.kind == "reconciler" else "/stats"
-            async with http.get(f"http://127.0.0.1:{self.port}{path}") as resp:
-                body = await resp.text() if self.kind == "reconciler" else await resp.json()
-        return _reconciler_counters(body) if self.kind == "reconciler" else _floor_counters(body)
+            if self.kind == "reconciler":
+                async with http.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
+                    text = await resp.text()
+                return _reconciler_counters(text)
+            async with http.get(f"http://127.0.0.1:{self.port}/stats") as resp:
+                stats = cast(dict[str, Any], await resp.json())  # the floor's /stats JSON object
+            return _floor_counters(stats)
 
     async def signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.returncode is None:

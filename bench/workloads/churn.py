@@ -25,7 +25,7 @@ PER_PROJECT = 5
 
 def challenge_events(window: dict[str, Any]) -> float:
     """Challenge watch events the subject received (reconciler: MODIFIED; floor: all)."""
-    events = window["events"]
+    events: dict[str, float] = window["events"]
     return events.get("challenges/MODIFIED", 0.0) + events.get("challenges/ALL", 0.0)
 
 

@@ -9,17 +9,24 @@ port is free again.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from bench.bed import Bed, Window
 from bench.load import Solver
 from bench.measure import summary
+from bench.observe import Timeline
 from bench.subjects import Subject
 
 GAP = 0.5
 """Seconds between challenges: the previous one's clean-up (garbage collector, the reconciler's deletes) stays
 out of the next, and the reconciler's default token bucket (20/s, burst 40) refills: at ~2 challenges a
 second its Events and deletes alone would drain it and every write would wait its turn."""
+
+
+def is_routed(timeline: Timeline, solver: Solver) -> bool:
+    """Whether the observer has seen the solver's Backend and companion route."""
+    return timeline.routed_at(solver.key) is not None
 
 
 def hostnames(namespace: str, tag: str, count: int) -> list[str]:
@@ -32,7 +39,7 @@ async def sequential(bed: Bed, namespace: str, hosts: list[str], timeout: float 
     timeline = bed.timeline
     for host in hosts:
         solver = await bed.load.solver(Solver(namespace, host))
-        await timeline.until(lambda s=solver: timeline.routed_at(s.key) is not None, timeout)
+        await timeline.until(partial(is_routed, timeline, solver), timeout)
         steps = dict(timeline.steps.get(solver.key, {}))
         routed = timeline.routed_at(solver.key)
         if routed is not None and "ip" in steps:
@@ -51,7 +58,8 @@ async def sequential(bed: Bed, namespace: str, hosts: list[str], timeout: float 
 
 def _writes(window: dict[str, Any], verbs: tuple[str, ...]) -> float:
     """Writes sent with these verbs, whatever their answer (`Kind/verb/result` keys)."""
-    return sum(n for key, n in window["writes"].items() if key.split("/")[1] in verbs)
+    writes: dict[str, float] = window["writes"]
+    return sum(n for key, n in writes.items() if key.split("/")[1] in verbs)
 
 
 async def run(bed: Bed, subject: Subject, count: int) -> dict[str, Any]:

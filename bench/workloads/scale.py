@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from bench.bed import Bed, Window
@@ -29,7 +30,7 @@ async def populate(bed: Bed, services: int, namespaces: int, projects: int, lb: 
     projs = await bed.load.projects(prefix, projects, orgs=max(1, projects // 100))
     spaces = [p.namespace for p in projs]
     extra = [f"{prefix}-ns{i}" for i in range(max(0, namespaces - projects))]
-    await bounded(lambda n=n: bed.load.namespace(n) for n in extra)
+    await bounded(partial(bed.load.namespace, n) for n in extra)
     spaces += extra
     per_ns, rest = divmod(services, len(spaces))
     address = {p.namespace: p.address for p in projs}
@@ -43,7 +44,7 @@ async def populate(bed: Bed, services: int, namespaces: int, projects: int, lb: 
         if is_lb:
             await bed.load.set_address(ns, f"svc{j}", address[ns])
 
-    await bounded((lambda a=a: one(*a) for a in jobs), 64)
+    await bounded((partial(one, ns, j, is_lb) for ns, j, is_lb in jobs), 64)
     return {
         "services": len(jobs),
         "namespaces": len(spaces),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from bench.bed import Bed, Window
@@ -76,11 +77,12 @@ async def run(bed: Bed, subject: Subject, challenges: int, projects: int, timeou
 
 def api_requests(window: dict[str, Any]) -> float:
     """Requests other than list and watch (writes, Events, reads), from either subject's counters."""
-    return sum(n for key, n in window["requests"].items() if key.split("/")[0] not in ("list", "watch"))
+    requests: dict[str, float] = window["requests"]
+    return sum(n for key, n in requests.items() if key.split("/")[0] not in ("list", "watch"))
 
 
 async def cleanup(bed: Bed, solvers: list[Solver]) -> None:
     """Delete the solvers (their node ports are scarce: 2,768 in the cluster) and wait for the garbage
     collector, so the next run does not share the API server with this one's clean-up."""
-    await bounded(lambda s=s: bed.load.remove(s) for s in solvers if s.service)
+    await bounded(partial(bed.load.remove, s) for s in solvers if s.service)
     await bed.load.drained(sorted({s.namespace for s in solvers}))
