@@ -8,15 +8,24 @@ stored them (their resourceVersion: the reconciler never updates a progress Even
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 
 from testbed.kube import EVENTS, Kube, Obj
 
 
+def _epoch(stamp: object) -> float:
+    return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+
+
 def first_seen(event: Obj) -> float:
     """Epoch seconds of the Event's first occurrence (``firstTimestamp``, else ``eventTime``)."""
-    stamp = event.get("firstTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"]
-    return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    return _epoch(event.get("firstTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"])
+
+
+def last_seen(event: Obj) -> float:
+    """Epoch seconds of its latest occurrence (``lastTimestamp``, raised with ``count``)."""
+    return _epoch(event.get("lastTimestamp") or event.get("eventTime") or event["metadata"]["creationTimestamp"])
 
 
 async def events_about(api: Kube, namespace: str, uid: str) -> list[Obj]:
@@ -31,13 +40,14 @@ def source(event: Obj) -> str:
 
 
 def story(title: str, events: Sequence[Obj], since: float) -> str:
-    """A ``kubectl describe``-like Events section; ``At`` is seconds after ``since`` (epoch)."""
+    """A ``kubectl describe``-like Events section; ``At`` is seconds after ``since`` (epoch), to the second
+    as the Events are stamped."""
     rows = [("Type", "Reason", "At", "Count", "From", "Message")]
     rows += [
         (
             str(e.get("type", "")),
             str(e.get("reason", "")),
-            f"{first_seen(e) - since:+.0f}s",
+            f"+{first_seen(e) - math.floor(since):.0f}s",
             str(e.get("count") or 1),
             source(e),
             str(e.get("message", "")),

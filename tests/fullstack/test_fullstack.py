@@ -26,7 +26,7 @@ from cryptography import x509
 from testbed.certificates import secret_pems, subject_alt_names, verify_chain
 from testbed.certmanager_log import MSG_ROUTE_REVERT, SelfChecks
 from testbed.controlplane import SERVICE_CLUSTER_IP_RANGE
-from testbed.events import events_about, first_seen, source, story
+from testbed.events import events_about, first_seen, last_seen, source, story
 from testbed.gateway import EG_NAMESPACE, ENVOY_PROXY_NAME, GATEWAY_NAME
 from testbed.harness import Metrics, Project
 from testbed.issuance import Issuance
@@ -565,7 +565,7 @@ async def test_a_name_another_project_holds_is_not_wired_until_an_operator_trans
         contender = await env.start(b, dns_names=[host])
         uid, name = await first_challenge(env, b)
         refused = await event_on(env, b.namespace, uid, "DomainClaimed")
-        timings["refused_after"] = first_seen(refused) - contender.started
+        timings["refusal_seen_after"] = time.time() - contender.started
         checks = await assert_never_ready(env, b, contender)
     timings["contender_rounds"] = checks.rounds
     assert refused["type"] == "Warning"
@@ -624,14 +624,20 @@ async def test_a_challenge_tells_its_story_in_events(env: Env, timings: Timings)
     print(story(f"Challenge {p.namespace}/{challenge.name} ({dns_name(p)})", events, cloud.started))
 
     ours = [e for e in events if source(e) == RECONCILER]
-    assert [e["reason"] for e in ours if e["type"] != "Normal"] == [], "nothing got stuck"
-    assert sorted(e["reason"] for e in ours) == sorted(STORY), "one Event per hop"
-    by_reason = {e["reason"]: e for e in ours}
+    normal = [e for e in ours if e["type"] == "Normal"]
+    assert sorted(e["reason"] for e in normal) == sorted(STORY), "one Event per hop"
+    by_reason = {e["reason"]: e for e in normal}
     seen = [first_seen(by_reason[reason]) for reason in STORY]
     assert seen == sorted(seen), "in hop order (to the second)"
     assert seen[-1] <= cloud.ready_at, "the story was complete before the certificate was"
+    # The first probe usually runs before Envoy has the new route (Envoy Gateway's translation and xDS
+    # push take a moment), so a GatewayProbeFailed (503) may precede GatewayServes; nothing else may warn.
+    warnings = [e for e in ours if e["type"] != "Normal"]
+    assert {e["reason"] for e in warnings} <= {"GatewayProbeFailed"}, warnings
+    assert all(last_seen(e) <= seen[-1] for e in warnings), "nothing failed once the gateway served"
+    timings["probe_failures_before_serving"] = sum(int(e.get("count") or 1) for e in warnings)
     timings["story_s"] = {reason: round(t - cloud.started) for reason, t in zip(STORY, seen, strict=True)}
-    timings["stored_order"] = [e["reason"] for e in sorted(ours, key=lambda e: int(e["metadata"]["resourceVersion"]))]
+    timings["stored_order"] = [e["reason"] for e in sorted(normal, key=lambda e: int(e["metadata"]["resourceVersion"]))]
     assert "exposed on EIP default-gw port 8089" in by_reason["SolverExposed"]["message"]
     assert f"at {p.address}:8089" in by_reason["BackendReady"]["message"]
     assert f"through Gateway {EG_NAMESPACE}/{GATEWAY_NAME}" in by_reason["Routed"]["message"]
@@ -650,7 +656,7 @@ async def test_a_solver_the_eip_does_not_forward_to_is_named_by_a_warning(env: E
     (base,) = await env.ready(started[1])
     uid, name = await first_challenge(env, p)
     failed = await event_on(env, p.namespace, uid, "GatewayProbeFailed")
-    timings["warned_after"] = first_seen(failed) - started[0].started
+    timings["warning_seen_after"] = time.time() - started[0].started
     checks = await assert_never_ready(env, p, started[0])
     timings["broken_rounds"] = checks.rounds
     events = await events_about(env.api, p.namespace, uid)
@@ -695,6 +701,7 @@ async def test_a_gateway_that_keeps_route_order_gets_cert_managers_route_patched
     finally:
         await env.api.patch(ENVOYPROXIES, ENVOY_PROXY_NAME, {"spec": {"preserveRouteOrder": None}}, EG_NAMESPACE)
     timings.issued("certificate", cloud, base)
+    timings["baseline_check_failures"] = env.cm.self_checks(baseline.namespace).failures
     await assert_tls_secret(env, p.namespace, [dns_name(p)])
     assert_validated_through_envoy(env, p, [dns_name(p)])
     assert_no_lost_checks(base)
