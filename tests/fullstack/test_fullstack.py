@@ -663,6 +663,11 @@ async def test_a_solver_the_eip_does_not_forward_to_is_named_by_a_warning(env: E
     print(story(f"Challenge {p.namespace}/{name} ({dns_name(p)}), EIP forwarding broken", events, started[0].started))
     assert failed["type"] == "Warning"
     assert source(failed) == RECONCILER
+    # Not the transient failure before Envoy has the route: still failing long after, counted on.
+    (failed,) = [e for e in events if e["reason"] == "GatewayProbeFailed"]
+    assert int(failed["count"]) >= 3, failed
+    assert last_seen(failed) - started[0].started >= 20, failed
+    timings["probe_failures"] = failed["count"]
     want = f"the gateway at {env.gateway.address}:80 does not serve the challenge path for {dns_name(p)}: HTTP 503"
     assert failed["message"] == want, failed["message"]
     reasons = [e["reason"] for e in events if source(e) == RECONCILER]
