@@ -653,10 +653,10 @@ async def test_a_solver_the_eip_does_not_forward_to_is_named_by_a_warning(env: E
     env.solvers.cut_forwarding(p.namespace)
 
     started = [await env.start(q, dns_names=[dns_name(q)]) for q in (p, baseline)]
-    (base,) = await env.ready(started[1])
     uid, name = await first_challenge(env, p)
     failed = await event_on(env, p.namespace, uid, "GatewayProbeFailed")
     timings["warning_seen_after"] = time.time() - started[0].started
+    (base,) = await env.ready(started[1])
     checks = await assert_never_ready(env, p, started[0])
     timings["broken_rounds"] = checks.rounds
     events = await events_about(env.api, p.namespace, uid)
