@@ -22,6 +22,9 @@ EndpointSlices, so the stand-in is the Service address instead of Pod addresses:
 (127.96.x.y here), and the solver's server listens on that address and the Service port, as kube-proxy
 would forward it to the Pod. The solver Pod is ready at once (no kubelet, no image pull): a floor.
 
+``cut_forwarding`` breaks kube-dc's forwarding for a namespace: its solvers keep their EIP address and port,
+but nothing answers there (connection refused), as when the platform's NAT rule for the EIP is missing.
+
 A solver Pod starts serving ``pod_start`` seconds after it appeared (no earlier than its Service has an
 address): a real Pod is scheduled, its container started, before it answers. With 0 a "Pod" answers within
 milliseconds, which no kubelet does; the full-stack tests and the storm benchmark use 1 s, a fast kubelet
@@ -172,6 +175,7 @@ class SolverServers:
         self._pods: dict[str, Obj] = {}  # uid -> Pod
         self._servers: dict[str, _Server] = {}  # Service uid -> its server
         self._reachable: set[str] = set()  # namespaces whose Service addresses the gateway reaches
+        self._cut: set[str] = set()  # namespaces whose EIP forwarding is broken
         self._synced = {SERVICES.plural: anyio.Event(), PODS.plural: anyio.Event()}
         self._send: MemoryObjectSendStream[None]
         self._receive: MemoryObjectReceiveStream[None]
@@ -215,6 +219,14 @@ class SolverServers:
         }
         await self.api.apply(BACKENDTRAFFICPOLICIES, policy)
         self._reachable.add(namespace)
+        self._send.send_nowait(None)
+
+    def cut_forwarding(self, namespace: str, cut: bool = True) -> None:
+        """Break (or, with ``cut=False``, mend) kube-dc's EIP forwarding for ``namespace``'s solvers."""
+        if cut:
+            self._cut.add(namespace)
+        else:
+            self._cut.discard(namespace)
         self._send.send_nowait(None)
 
     def serving(self) -> dict[tuple[str, str], tuple[str, int, SolverAnswer]]:
@@ -264,6 +276,8 @@ class SolverServers:
                 address = svc["spec"].get("clusterIP")
             owner = _controller_uid(svc)
             if meta.get("deletionTimestamp") or not address or not ports or owner is None:
+                continue
+            if meta["namespace"] in self._cut and meta["namespace"] not in self._reachable:
                 continue
             if not ipaddress.ip_address(address).is_loopback:
                 continue  # never bind anything but loopback

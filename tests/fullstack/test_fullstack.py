@@ -24,14 +24,18 @@ import pytest
 from cryptography import x509
 
 from testbed.certificates import secret_pems, subject_alt_names, verify_chain
-from testbed.certmanager_log import MSG_ROUTE_REVERT
+from testbed.certmanager_log import MSG_ROUTE_REVERT, SelfChecks
 from testbed.controlplane import SERVICE_CLUSTER_IP_RANGE
+from testbed.events import events_about, first_seen, last_seen, source, story
+from testbed.gateway import EG_NAMESPACE, ENVOY_PROXY_NAME, GATEWAY_NAME
 from testbed.harness import Metrics, Project
 from testbed.issuance import Issuance
 from testbed.kube import (
     BACKENDS,
     CERTIFICATES,
     CHALLENGES,
+    DOMAINCLAIMS,
+    ENVOYPROXIES,
     EVENTS,
     HTTPROUTES,
     SECRETS,
@@ -50,6 +54,9 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "app-tls"
 PEBBLE_UA = "Pebble"
+RECONCILER = "acme-gateway-reconciler"  # its Events' source
+STORY = ("SolverExposed", "BackendReady", "Routed", "GatewayServes")  # one Normal Event per hop, in order
+NEVER_WITHIN = 45.0  # seconds a refused or broken challenge is watched: four of cert-manager's retry periods
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -148,6 +155,40 @@ async def solver_leftovers(api: Kube, namespace: str) -> dict[str, list[str]] | 
 def route_reverts(env: Env, namespace: str) -> int:
     """How often cert-manager rewrote one of its routes in ``namespace`` (its log)."""
     return sum(1 for ln in env.cm.lines(MSG_ROUTE_REVERT) if ln.fields.get("resource_namespace") == namespace)
+
+
+async def first_challenge(env: Env, p: Project) -> tuple[str, str]:
+    """(uid, name) of the first Challenge cert-manager made in the project."""
+
+    async def made() -> tuple[str, str] | None:
+        found = env.timeline.in_namespaces([p.namespace])
+        return next(((uid, m.name) for uid, m in found.items()), None)
+
+    found: tuple[str, str] = await wait_for(made, within=60, interval=0.2, what=f"a Challenge in {p.namespace}")
+    return found
+
+
+async def event_on(env: Env, namespace: str, uid: str, reason: str, within: float = 60) -> Obj:
+    """The Event ``reason`` about the object ``uid``, once posted."""
+
+    async def posted() -> Obj | None:
+        return next((e for e in await events_about(env.api, namespace, uid) if e["reason"] == reason), None)
+
+    found: Obj = await wait_for(posted, within=within, interval=0.5, what=f"a {reason} Event")
+    return found
+
+
+async def assert_never_ready(env: Env, p: Project, one: Issuance, seconds: float = NEVER_WITHIN) -> SelfChecks:
+    """``seconds`` after the Certificate was created, cert-manager has self-checked in the project several
+    times and no round passed; the Certificate is not Ready and has no Secret."""
+    await anyio.sleep(max(0.0, one.started + seconds - time.time()))
+    checks = env.cm.self_checks(p.namespace)
+    assert checks.rounds >= 3, checks
+    assert checks.rounds_passed == 0, checks
+    cert = await env.api.get(CERTIFICATES, one.name, p.namespace)
+    assert not any(c["type"] == "Ready" and c["status"] == "True" for c in cert["status"].get("conditions", []))
+    assert await env.api.get_or_none(SECRETS, SECRET, p.namespace) is None
+    return checks
 
 
 @dataclass
@@ -504,4 +545,198 @@ async def test_a_certificate_for_an_ip_address(env: Env, timings: Timings) -> No
         assert not versions[-1]["spec"].get("hostnames"), versions[-1]["spec"]
     m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
     assert m.total("acme_gateway_refusals_total") == 0
+    assert_no_rejected_writes(m)
+
+
+async def test_a_name_another_project_holds_is_not_wired_until_an_operator_transfers_it(
+    env: Env, timings: Timings
+) -> None:
+    a, b = await env.project(), await env.project()
+    rec = await env.reconciler([a.namespace, b.namespace])
+    for p in (a, b):
+        await env.issuer(p)
+    host = dns_name(a)
+
+    (holder,) = await env.ready(await env.start(a, dns_names=[host]))
+    timings.issued("holder", holder)
+    await assert_tls_secret(env, a.namespace, [host])
+    claim = await env.api.get(DOMAINCLAIMS, host)
+    assert claim["spec"]["project"] == {"organization": a.org_namespace, "name": a.name}
+    assert claim["spec"]["namespace"] == a.namespace
+
+    # Another cloud project asks for the same name. If its challenge were wired, the gateway would send the
+    # name's challenge path to B's solver and B would get a certificate for A's name.
+    async with history(env.api, HTTPROUTES, b.namespace) as routes:
+        contender = await env.start(b, dns_names=[host])
+        uid, name = await first_challenge(env, b)
+        refused = await event_on(env, b.namespace, uid, "DomainClaimed")
+        timings["refusal_seen_after"] = time.time() - contender.started
+        checks = await assert_never_ready(env, b, contender)
+    timings["contender_rounds"] = checks.rounds
+    assert refused["type"] == "Warning"
+    assert source(refused) == RECONCILER
+    assert f"{a.org_namespace}/{a.name}" not in refused["message"], "the holder is not named"
+    events = await events_about(env.api, b.namespace, uid)
+    print(story(f"Challenge {b.namespace}/{name} ({host}, held by another project)", events, contender.started))
+    assert not [e for e in events if source(e) == RECONCILER and e["reason"] in STORY], "no hop was wired"
+    on_services = [
+        e
+        for e in await env.api.list(EVENTS, b.namespace)
+        if e["reason"] == "DomainClaimed" and e["involvedObject"]["kind"] == "Service"
+    ]
+    assert on_services, "the solver Service says so too"
+    assert await env.api.list(BACKENDS, b.namespace) == []
+    assert not [n for n in routes.names() if n.endswith("-acme")], "no companion route"
+    for versions in routes.by_name_prefix("cm-acme-http-solver-"):
+        assert all(ref["kind"] == "Service" for v in versions for r in v["spec"]["rules"] for ref in r["backendRefs"])
+    assert not [h for h in env.solvers.hits_for(host) if h.namespace == b.namespace], "nothing reached B's solver"
+    claim = await env.api.get(DOMAINCLAIMS, host)
+    assert claim["spec"]["namespace"] == a.namespace
+    assert claim["status"]["refusedChallenges"] >= 1
+    assert [c["status"] for c in claim["status"]["conditions"] if c["type"] == "Contested"] == ["True"]
+
+    # An operator transfers the name (domainclaims-admin): B's waiting challenge is wired and issues.
+    transferred, since = time.time(), time.monotonic()
+    owner = {"project": {"organization": b.org_namespace, "name": b.name}, "namespace": b.namespace}
+    await env.api.patch(DOMAINCLAIMS, host, {"spec": owner})
+    (after,) = await env.ready(contender)
+    assert after.ready_at is not None
+    timings["ready_after_transfer"] = after.ready_at - transferred
+    timings.issued("contender", after)
+    await assert_tls_secret(env, b.namespace, [host])
+    late = [h for h in env.solvers.hits_for(host) if h.at >= since and PEBBLE_UA in h.headers.get("user-agent", "")]
+    assert late, "Pebble validated again"
+    assert all(h.via_envoy and h.status == 200 and h.address == b.address for h in late), late
+
+    m = await rec.metrics_when(lambda m: outcomes(m, b, "success") == 1, "B's success counted")
+    assert m.total("acme_gateway_writes_total", kind="DomainClaim", verb="create", result="success") == 1
+    assert m.total("acme_gateway_refusals_total", reason="DomainClaimed") >= 1
+    assert_no_rejected_writes(m)
+
+
+async def test_a_challenge_tells_its_story_in_events(env: Env, timings: Timings) -> None:
+    p, baseline, rec = await env.cloud_and_baseline()
+
+    cloud, base = await issue_with_baseline(env, p, baseline)
+    timings.issued("certificate", cloud, base)
+    assert cloud.ready_at is not None
+    (challenge,) = cloud.challenges
+    found = env.timeline.by_name(p.namespace, challenge.name)
+    assert found is not None
+    uid = found[0]
+    # cert-manager deleted the Challenge after issuance; its Events stay, as `kubectl get events` shows them.
+    events = await events_about(env.api, p.namespace, uid)
+    print(story(f"Challenge {p.namespace}/{challenge.name} ({dns_name(p)})", events, cloud.started))
+
+    ours = [e for e in events if source(e) == RECONCILER]
+    normal = [e for e in ours if e["type"] == "Normal"]
+    assert sorted(e["reason"] for e in normal) == sorted(STORY), "one Event per hop"
+    by_reason = {e["reason"]: e for e in normal}
+    seen = [first_seen(by_reason[reason]) for reason in STORY]
+    assert seen == sorted(seen), "in hop order (to the second)"
+    assert seen[-1] <= cloud.ready_at, "the story was complete before the certificate was"
+    # The first probe usually runs before Envoy has the new route (Envoy Gateway's translation and xDS
+    # push take a moment), so a GatewayProbeFailed (503) may precede GatewayServes; nothing else may warn.
+    warnings = [e for e in ours if e["type"] != "Normal"]
+    assert {e["reason"] for e in warnings} <= {"GatewayProbeFailed"}, warnings
+    assert all(last_seen(e) <= seen[-1] for e in warnings), "nothing failed once the gateway served"
+    timings["probe_failures_before_serving"] = sum(int(e.get("count") or 1) for e in warnings)
+    timings["story_s"] = {reason: round(t - cloud.started) for reason, t in zip(STORY, seen, strict=True)}
+    timings["stored_order"] = [e["reason"] for e in sorted(normal, key=lambda e: int(e["metadata"]["resourceVersion"]))]
+    assert "exposed on EIP default-gw port 8089" in by_reason["SolverExposed"]["message"]
+    assert f"at {p.address}:8089" in by_reason["BackendReady"]["message"]
+    assert f"through Gateway {EG_NAMESPACE}/{GATEWAY_NAME}" in by_reason["Routed"]["message"]
+    assert f"the gateway at {env.gateway.address}:80 answers" in by_reason["GatewayServes"]["message"]
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
+    assert_no_rejected_writes(m)
+
+
+async def test_a_solver_the_eip_does_not_forward_to_is_named_by_a_warning(env: Env, timings: Timings) -> None:
+    p, baseline, rec = await env.cloud_and_baseline()
+    # kube-dc gives the solver its address and port, but nothing answers there (the EIP's forwarding is
+    # broken): the Backend is accepted, the route too, and the gateway answers 503.
+    env.solvers.cut_forwarding(p.namespace)
+
+    started = [await env.start(q, dns_names=[dns_name(q)]) for q in (p, baseline)]
+    uid, name = await first_challenge(env, p)
+    failed = await event_on(env, p.namespace, uid, "GatewayProbeFailed")
+    timings["warning_seen_after"] = time.time() - started[0].started
+    (base,) = await env.ready(started[1])
+    checks = await assert_never_ready(env, p, started[0])
+    timings["broken_rounds"] = checks.rounds
+    events = await events_about(env.api, p.namespace, uid)
+    print(story(f"Challenge {p.namespace}/{name} ({dns_name(p)}), EIP forwarding broken", events, started[0].started))
+    assert failed["type"] == "Warning"
+    assert source(failed) == RECONCILER
+    # Not the transient failure before Envoy has the route: still failing long after, counted on.
+    (failed,) = [e for e in events if e["reason"] == "GatewayProbeFailed"]
+    assert int(failed["count"]) >= 3, failed
+    assert last_seen(failed) - started[0].started >= 20, failed
+    timings["probe_failures"] = failed["count"]
+    want = f"the gateway at {env.gateway.address}:80 does not serve the challenge path for {dns_name(p)}: HTTP 503"
+    assert failed["message"] == want, failed["message"]
+    reasons = [e["reason"] for e in events if source(e) == RECONCILER]
+    assert {"SolverExposed", "BackendReady", "Routed"} <= set(reasons), reasons
+    assert "GatewayServes" not in reasons
+    backend_ready = next(e for e in events if e["reason"] == "BackendReady")
+    assert f"at {p.address}:8089" in backend_ready["message"], "the hop before the failing one, with its address"
+    assert not [h for h in env.solvers.hits_for(dns_name(p))], "nothing answered on the EIP"
+    failures = set(checks.failures)
+    assert "received HTTP status code was not StatusOK (200) (503)" in failures, failures
+
+    # Mended, the same challenge passes at cert-manager's next round: nothing else was in the way.
+    mended = time.time()
+    env.solvers.cut_forwarding(p.namespace, cut=False)
+    (cloud,) = await env.ready(started[0])
+    assert cloud.ready_at is not None
+    timings["ready_after_mend"] = cloud.ready_at - mended
+    timings.issued("certificate", cloud, base)
+    await assert_tls_secret(env, p.namespace, [dns_name(p)])
+    assert_validated_through_envoy(env, p, [dns_name(p)])
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
+    assert m.total("acme_gateway_gateway_probes_total", result="bad_status") >= 1
+    assert_no_rejected_writes(m)
+
+
+async def test_a_gateway_that_keeps_route_order_gets_cert_managers_route_patched(env: Env, timings: Timings) -> None:
+    # The shared gateway's class names EnvoyProxy eg-host; with preserveRouteOrder cert-manager's older
+    # route would win over a companion route, so route mode auto must patch it instead. Restored after.
+    proxy = await env.api.get(ENVOYPROXIES, ENVOY_PROXY_NAME, EG_NAMESPACE)
+    assert "preserveRouteOrder" not in proxy["spec"]
+    await env.api.patch(ENVOYPROXIES, ENVOY_PROXY_NAME, {"spec": {"preserveRouteOrder": True}}, EG_NAMESPACE)
+    try:
+        p, baseline, rec = await env.cloud_and_baseline()
+        async with history(env.api, HTTPROUTES, p.namespace) as routes:
+            cloud, base = await issue_with_baseline(env, p, baseline)
+    finally:
+        await env.api.patch(ENVOYPROXIES, ENVOY_PROXY_NAME, {"spec": {"preserveRouteOrder": None}}, EG_NAMESPACE)
+    timings.issued("certificate", cloud, base)
+    timings["baseline_check_failures"] = env.cm.self_checks(baseline.namespace).failures
+    await assert_tls_secret(env, p.namespace, [dns_name(p)])
+    assert_validated_through_envoy(env, p, [dns_name(p)])
+    assert_no_lost_checks(base)
+    (challenge,) = cloud.challenges
+    timings["cert_manager_reverts"] = route_reverts(env, p.namespace)
+    timings["lost_checks"] = challenge.rounds.lost
+
+    found = env.timeline.by_name(p.namespace, challenge.name)
+    assert found is not None
+    events = await events_about(env.api, p.namespace, found[0])
+    print(story(f"Challenge {p.namespace}/{challenge.name} ({dns_name(p)})", events, cloud.started))
+    (preserved,) = [e for e in events if e["reason"] == "RouteOrderPreserved"]
+    assert preserved["type"] == "Warning"
+    assert source(preserved) == RECONCILER
+    assert f"Gateway {EG_NAMESPACE}/{GATEWAY_NAME} keeps route order" in preserved["message"]
+    assert f"EnvoyProxy {EG_NAMESPACE}/{ENVOY_PROXY_NAME}" in preserved["message"]
+    assert not [n for n in routes.names() if n.endswith("-acme")], "no companion route"
+    patched = [
+        v
+        for versions in routes.by_name_prefix("cm-acme-http-solver-")
+        for v in versions
+        if any(ref["kind"] == "Backend" for r in v["spec"]["rules"] for ref in r["backendRefs"])
+    ]
+    assert patched, "cert-manager's own route was pointed at the Backend"
+    m = await rec.metrics_when(lambda m: outcomes(m, p, "success") == 1, "success counted")
+    assert m.total("acme_gateway_writes_total", kind="HTTPRoute", verb="create") == 0
+    assert m.total("acme_gateway_writes_total", kind="HTTPRoute", verb="patch", result="success") >= 1
     assert_no_rejected_writes(m)
