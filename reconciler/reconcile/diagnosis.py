@@ -42,6 +42,9 @@ from reconciler.text import clip
 
 PROBE_BACKOFF_MAX = 30.0
 """Seconds between probes of a challenge path the gateway keeps failing to serve."""
+PROBE_WARN_AFTER = 4
+"""Failed probes in a row before the Warning (the 4th comes 3.5 s after the first): Envoy serves a new route
+only after Envoy Gateway's translation and xDS push, so the first probes of a healthy challenge fail too."""
 CONDITION_TEXT_MAX = 256
 
 
@@ -256,12 +259,14 @@ def _probe(
         text = f"the gateway at {target} answers the challenge path with the key"
         return None, [Notice(on, "Normal", Noted.GATEWAY_SERVES, text)], None
     text = f"the gateway at {target} does not serve the challenge path for {challenge.dns_name}: {last.detail}"
-    failed = Notice(on, "Warning", Noted.GATEWAY_PROBE_FAILED, text, repeat=True)
+    failed = [Notice(on, "Warning", Noted.GATEWAY_PROBE_FAILED, text, repeat=True)]
+    if last.attempts < PROBE_WARN_AFTER:
+        failed = []
     wait = min(PROBE_BACKOFF_MAX, 0.5 * 2 ** (last.attempts - 1))
     left = last.at + wait - snapshot.clock()
     if left > 0:
-        return None, [failed], left
-    return replace(request, attempts=last.attempts + 1), [failed], None
+        return None, failed, left
+    return replace(request, attempts=last.attempts + 1), failed, None
 
 
 def _probe_target(hops: _Hops, snapshot: Snapshot, policy: Policy) -> str | None:

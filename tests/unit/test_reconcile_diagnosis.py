@@ -105,15 +105,29 @@ def test_the_probes_answer_ends_the_story_or_names_the_hop() -> None:
     assert progress(c.challenge(*KEY), c, POLICY).step == "validation"  # type: ignore[arg-type]
 
     c.probes[uid] = ProbeResult(
-        ok=False, result="bad_status", detail="HTTP 503", at=99.5, route_uid="uid-companion", attempts=3
+        ok=False, result="bad_status", detail="HTTP 503", at=97.5, route_uid="uid-companion", attempts=4
     )
     failing = diagnose(KEY, c, POLICY)
     warning = failing.notices[-1]
     assert (warning.type, warning.reason, warning.repeat) == ("Warning", "GatewayProbeFailed", True)
     assert "HTTP 503" in warning.message
     assert failing.probe is None, "backing off"
-    assert failing.recheck_after == pytest.approx(2.0 - 0.5)  # 0.5 * 2^(3-1) after the last try
+    assert failing.recheck_after == pytest.approx(4.0 - 2.5)  # 0.5 * 2^(4-1) after the last try
     assert progress(c.challenge(*KEY), c, POLICY).step == "probe"  # type: ignore[arg-type]
+
+
+def test_the_first_failed_probes_of_a_new_route_are_no_warning() -> None:
+    """Envoy serves a new route only after its xDS update: a healthy challenge's first probes fail too, and
+    a Warning for each of them would tell every tenant that something is stuck."""
+    c = cache(SVC, BACKEND, ROUTE, companion(), GATEWAY)
+    for attempts in (1, 2, 3):
+        c.probes[CH["metadata"]["uid"]] = ProbeResult(
+            ok=False, result="bad_status", detail="HTTP 503", at=99.9, route_uid="uid-companion", attempts=attempts
+        )
+        early = diagnose(KEY, c, POLICY)
+        assert "Warning" not in [n.type for n in early.notices], attempts
+        assert early.recheck_after is not None, "probed again after the backoff"
+        assert progress(c.challenge(*KEY), c, POLICY).step == "probe"  # type: ignore[arg-type]
 
 
 def test_a_new_route_is_probed_afresh() -> None:
