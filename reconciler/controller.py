@@ -29,6 +29,7 @@ from reconciler.kube.queue import WorkQueue
 from reconciler.kube.store import Change, EventType
 from reconciler.metrics import Metrics
 from reconciler.model import Key
+from reconciler.outcomes import Outcome, Requeue
 from reconciler.policy import Policy
 from reconciler.probe import Prober
 from reconciler.reconcile import backends, diagnosis, routes, services, shadows
@@ -37,7 +38,7 @@ from reconciler.reconcile.snapshot import Snapshot
 from reconciler.tracking import ChallengeOutcomes, Exposures, RouteWiring
 from reconciler.triggers import Wake, matters
 from reconciler.watches import Watch, watches
-from reconciler.writer import Outcome, Requeue, Writer
+from reconciler.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +252,9 @@ class Controller:
             try:
                 await self._sync(loop, key)
                 loop.queue.forget(key)
-            except Requeue:
+            except Requeue as again:
                 result = "requeue"
-                loop.queue.add_rate_limited(key)
+                loop.queue.add_rate_limited(key, again.at_least)
             except Exception:
                 result = "error"
                 self.metrics.reconcile_errors.labels(loop.name).inc()

@@ -109,10 +109,15 @@ class WorkQueue(Generic[K]):
         heapq.heappush(self._waiting, (ready, next(self._seq), key))
         self._wake(delays=True)
 
-    def add_rate_limited(self, key: K) -> None:
+    def add_rate_limited(self, key: K, at_least: float = 0.0) -> None:
+        """Back after the key's backoff, and not before `at_least` seconds."""
         if self._metrics is not None:
             self._metrics.retries.inc()
-        self.add_after(key, self._limiter.when(key))
+        self.add_after(key, max(at_least, self._limiter.when(key)))
+
+    def ready_at(self, key: K) -> float | None:
+        """When a delayed key is due (queue clock), or None if it is not waiting."""
+        return self._waiting_until.get(key)
 
     def forget(self, key: K) -> None:
         self._limiter.forget(key)

@@ -195,3 +195,13 @@ async def test_shutdown_without_drain_finishes_only_the_work_in_progress() -> No
         q.done("a")
         with anyio.fail_after(1):
             await finished.wait()
+
+
+def test_a_rate_limited_retry_can_ask_to_wait_at_least_a_floor() -> None:
+    """A 403 from RBAC meets every write: its retries wait a floor, not the per-key millisecond backoff."""
+    now = [10.0]
+    q: WorkQueue[str] = WorkQueue("t", clock=lambda: now[0])
+    q.add_rate_limited("fast")
+    q.add_rate_limited("floored", at_least=1.0)
+    assert q.ready_at("fast") == pytest.approx(10.005)
+    assert q.ready_at("floored") == pytest.approx(11.0)

@@ -13,11 +13,12 @@ from reconciler.kube.events import EventRecorder
 from reconciler.kube.resources import HTTPROUTES
 from reconciler.metrics import Metrics
 from reconciler.model import Service
+from reconciler.outcomes import Outcome, Requeue, Verb, handling
 from reconciler.policy import Policy
 from reconciler.reconcile.intents import Create, Delete, Kind, Notice, Patch, Refusal, Subject
 from reconciler.reconcile.reasons import Refused
 from reconciler.watches import watches
-from reconciler.writer import Outcome, Requeue, Verb, Writer, handling
+from reconciler.writer import Writer
 
 pytestmark = pytest.mark.anyio
 
@@ -378,8 +379,9 @@ async def test_a_write_forbidden_to_the_reconciler_is_retried_and_not_remembered
     with back-off, and the next attempt is sent (a rejected write would not be, for 10 minutes)."""
     client = FakeClient(ApiError(403, "Forbidden", RBAC_DENIED))
     w, metrics, _ = writer(client)
-    with pytest.raises(Requeue):
+    with pytest.raises(Requeue) as again:
         await w.apply(PATCH, ABOUT_SERVICE)
+    assert again.value.at_least >= 1.0, "not retried at the queue's millisecond backoff: every write meets it"
     client.error = None
     assert await w.apply(PATCH, ABOUT_SERVICE) is Outcome.SUCCESS
     assert written(metrics, "forbidden") == 1
