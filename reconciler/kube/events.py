@@ -180,11 +180,11 @@ class EventRecorder:
         except ApiError as exc:
             if not (exc.conflict and exc.reason == "AlreadyExists"):
                 raise
+        if not repeat:
+            return 1  # told already (before a restart): nothing to add, and no need to read it
         existing = await self._client.get(EVENTS, about.namespace, name)
-        count = int(existing.get("count") or 1)
-        if repeat:
-            count += 1
-            await self._update(about.namespace, name, count, message)
+        count = int(existing.get("count") or 1) + 1
+        await self._update(about.namespace, name, count, message)
         return count
 
     async def _update(self, namespace: str, name: str, count: int, message: str) -> None:

@@ -128,7 +128,7 @@ def storm_plane() -> Iterator[ControlPlane]:
 async def test_a_storm_of_challenges_under_every_fault_wires_all_without_duplicates_or_hot_loops(
     storm_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    config = StormConfig(challenges=60, projects=3, batches=6, wire_within=90)
+    config = StormConfig(challenges=100, projects=4, batches=8, wire_within=90)
     async with Kube.from_kubeconfig(storm_plane.admin_kubeconfig) as api:
         calm, storm = await storm_pair(storm_plane, api, tmp_path, config)
     print("\n" + json.dumps({"calm": calm.summary(), "storm": storm.summary()}, indent=1))

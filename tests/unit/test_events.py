@@ -39,6 +39,7 @@ class EventsAPI:
         return self.events[name]
 
     async def get(self, resource: Any, namespace: str | None, name: str) -> dict[str, Any]:
+        self.writes.append("get")
         return self.events[name]
 
 
@@ -82,6 +83,16 @@ async def test_after_a_restart_the_same_event_is_found_again() -> None:
     assert len(api.events) == 2, "one Event per object and reason, whatever the process"
     assert api.events[event_name(ABOUT, "NoAddress")]["count"] == 2
     assert api.events[event_name(ABOUT, "Routed")]["count"] == 1, "a once-only Event is not counted again"
+
+
+async def test_after_a_restart_a_once_only_event_that_exists_costs_one_request() -> None:
+    """A restarted replica tells every challenge in flight its story again: a once-only Event that exists
+    is left as it is, without reading it (in a storm with a restart that was a GET per Event)."""
+    api = EventsAPI()
+    await EventRecorder(api, Metrics(), "a").post(ABOUT, "Normal", "Routed", "routed")
+    api.writes.clear()
+    await EventRecorder(api, Metrics(), "b").post(ABOUT, "Normal", "Routed", "routed")
+    assert api.writes == ["create"]
 
 
 async def test_event_names_are_valid_and_bounded() -> None:
