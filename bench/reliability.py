@@ -189,7 +189,7 @@ def _storm_rows(calm: dict[str, Any], storm: dict[str, Any]) -> list[str]:
         ("orphaned Backends / routes", len(calm["orphans"]), len(storm["orphans"])),
         ("EIP port clashes", len(calm["port_clashes"]), len(storm["port_clashes"])),
         ("writes without a precondition (audit log)", len(calm["unconditional"]), len(storm["unconditional"])),
-        ("writes answered 409 (stale decision refused)", calm["conflicts"], storm["conflicts"]),
+        ("writes answered 409 (stale update refused, or name taken)", calm["conflicts"], storm["conflicts"]),
         ("writes answered 403", calm["forbidden"], storm["forbidden"]),
         ("410 Gone seen (summed over the processes)", calm["gone"], storm["gone"]),
         ("full lists (summed over the processes)", calm["relists"], storm["relists"]),
@@ -318,8 +318,8 @@ def render(record: dict[str, Any]) -> str:
         "the closed sets of `reconcile/reasons.py`, no write is decided for an unusable solver or outside a cloud "
         "project, and every patch and delete carries its precondition.",
         "",
-        "Found and fixed in the parsers (`reconciler/model.py`, and `hostnames.py`, `gateways.py` where some "
-        "moved): a field of the wrong JSON type (`spec: true`, a string where a "
+        "Found and fixed in the parsers (`reconciler/model.py`, `hostnames.py`, `gateways.py`; the guard is "
+        "`reconciler/shapes.py`): a field of the wrong JSON type (`spec: true`, a string where a "
         "list of objects belongs) raised `AttributeError`, which the informer does not catch (a list that always "
         "fails never syncs; a watch event that always fails is read again forever); it is now the `TypeError` "
         "the informer skips and counts as `INVALID`. An HTTPRoute whose backendRefs are not objects broke the "
