@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from reconciler.kube.client import ApiError
@@ -177,20 +178,26 @@ class WatchedLeaseAPI(LeaseAPI):
         yield events()
 
 
+def following(tg: anyio.abc.TaskGroup, standby: LeaderElector, api: WatchedLeaseAPI) -> anyio.Event:
+    """The standby follows the Lease's watch and waits to acquire it; the Event is set once it has."""
+    acquired = anyio.Event()
+
+    async def wait_for_it() -> None:
+        await standby.acquire()
+        acquired.set()
+
+    tg.start_soon(standby.follow, api)
+    tg.start_soon(wait_for_it)
+    return acquired
+
+
 async def test_a_standby_takes_a_released_lease_at_once_not_at_its_next_poll() -> None:
     api = WatchedLeaseAPI()
     leader = LeaderElector(api, "ns", "lease", "a", lease_duration=15, renew_deadline=10, retry_period=5)
     standby = LeaderElector(api, "ns", "lease", "b", lease_duration=15, renew_deadline=10, retry_period=5)
     await leader.acquire()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(standby.follow, api)
-        acquired = anyio.Event()
-
-        async def wait_for_it() -> None:
-            await standby.acquire()
-            acquired.set()
-
-        tg.start_soon(wait_for_it)
+        acquired = following(tg, standby, api)
         await anyio.sleep(0.1)  # the standby tried once and sleeps up to its 5 s retry period
         started = anyio.current_time()
         await leader.release()
@@ -209,14 +216,7 @@ async def test_a_killed_leaders_lease_is_taken_when_its_term_ends_dated_by_the_w
     standby = LeaderElector(api, "ns", "lease", "b", lease_duration=2, renew_deadline=1.5, retry_period=1.0)
     await leader.acquire()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(standby.follow, api)
-        acquired = anyio.Event()
-
-        async def wait_for_it() -> None:
-            await standby.acquire()
-            acquired.set()
-
-        tg.start_soon(wait_for_it)
+        acquired = following(tg, standby, api)
         await anyio.sleep(0.3)  # the standby polled once at 0 s; its next poll is at 1.0-1.2 s
         assert await leader.try_acquire_or_renew(), "the last renewal, at 0.3 s"
         last_renewal = anyio.current_time()
