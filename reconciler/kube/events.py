@@ -5,9 +5,10 @@ Repeats are aggregated, never one Event per retry: an Event's name is derived fr
 its reason, so a repeat (even after a restart) finds it and raises its `count`, at most one write per
 `repeat_interval` per Event; repeats in between are counted and go out with the next write.
 
-While `run` runs (the controller's workers), Events are sent from an outbox by their own tasks: what to
+While `run` runs (the controller's workers), Events are sent from outboxes by their own tasks: what to
 post is still decided at once, but no worker waits on an Event's round trip before its next write (in a
-renewal storm Events are half of all requests). Without `run`, `post` sends before it returns.
+renewal storm Events are half of all requests). All Events about one object go through the same sender,
+so its story is written in the order it was told. Without `run`, `post` sends before it returns.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import logging
 import socket
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from reconciler.kube.client import ApiError
 from reconciler.kube.resources import EVENTS, Resource
@@ -39,6 +41,7 @@ KEPT = 10_000
 OUTBOX = 10_000
 """Events waiting to be sent; beyond that, new ones are dropped and counted."""
 SENDERS = 2
+"""Sender tasks; each object's Events all go through one of them, so its story is written in order."""
 
 
 class ObjectRef(NamedTuple):
@@ -99,7 +102,7 @@ class EventRecorder:
         self._repeat_interval = repeat_interval
         self._clock = clock
         self._posted: OrderedDict[str, _Posted] = OrderedDict()
-        self._outbox: MemoryObjectSendStream[_Post] | None = None
+        self._outboxes: list[MemoryObjectSendStream[_Post]] = []
         self._sent_all = anyio.Event()
         self._sent_all.set()
 
@@ -118,41 +121,43 @@ class EventRecorder:
             self._remember(name, _Posted(1, now))
             return
         job = _Post(about, name, type_, reason, message, repeat, update=seen is not None)
-        if self._outbox is None:
+        if not self._outboxes:
             await self._send(job)
             return
         if seen is None:
             self._remember(name, _Posted(1, now))  # decided: a repeat before it is sent only counts
         else:
             seen.written_at = now
+        outbox = self._outboxes[zlib.crc32(about.uid.encode()) % len(self._outboxes)]
         try:
-            self._outbox.send_nowait(job)
+            outbox.send_nowait(job)
         except anyio.WouldBlock:
             self._metrics.events_dropped.inc()
             log.debug("event outbox full; dropped", extra={"object": _path(about), "reason": reason})
 
     async def run(self) -> None:
         """Sends queued Events until `close`, then what is left."""
-        send, receive = anyio.create_memory_object_stream[_Post](OUTBOX)
-        self._outbox = send
+        streams = [anyio.create_memory_object_stream[_Post](OUTBOX // SENDERS) for _ in range(SENDERS)]
+        self._outboxes = [send for send, _ in streams]
         self._sent_all = anyio.Event()
 
-        async def sender() -> None:
-            async for job in receive:
-                await self._send(job)
+        async def sender(receive: MemoryObjectReceiveStream[_Post]) -> None:
+            async with receive:
+                async for job in receive:
+                    await self._send(job)
 
         try:
-            async with receive, anyio.create_task_group() as tg:
-                for _ in range(SENDERS):
-                    tg.start_soon(sender)
+            async with anyio.create_task_group() as tg:
+                for _, receive in streams:
+                    tg.start_soon(sender, receive)
         finally:
-            self._outbox = None
+            self._outboxes = []
             self._sent_all.set()
 
     async def close(self) -> None:
         """No more Events; returns once `run` has sent the queued ones (at once when it is not running)."""
-        if self._outbox is not None:
-            self._outbox.close()
+        for outbox in self._outboxes:
+            outbox.close()
         await self._sent_all.wait()
 
     async def _send(self, job: _Post) -> None:

@@ -167,3 +167,35 @@ async def test_close_without_run_returns_at_once() -> None:
     recorder = EventRecorder(EventsAPI(), Metrics(), "test")
     with anyio.fail_after(1):
         await recorder.close()
+
+
+class FirstCreateSlowAPI(EventsAPI):
+    """The first create takes a while; later ones are answered at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.order: list[str] = []
+
+    async def create(self, resource: Any, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == 1:
+            await anyio.sleep(0.05)
+        self.order.append(body["reason"])
+        return await super().create(resource, namespace, body)
+
+
+async def test_one_objects_story_is_written_in_the_order_it_was_told() -> None:
+    """Several senders, but each object's Events go through one of them: a slow first create is not
+    overtaken by the next step (`kubectl describe` would show Routed before BackendReady)."""
+    api = FirstCreateSlowAPI()
+    recorder = EventRecorder(api, Metrics(), "test")
+    story = ["SolverExposed", "BackendReady", "Routed", "GatewayServes"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        await anyio.lowlevel.checkpoint()  # run() opens its outboxes
+        for reason in story:
+            await recorder.post(ABOUT, "Normal", reason, reason.lower())
+        with anyio.fail_after(5):
+            await recorder.close()
+    assert api.order == story
